@@ -1,0 +1,20 @@
+"""Checkpoint converters: timm safetensors (file, folder or hub id) into Keras RepVGG models.
+
+This path reads safetensors with numpy and never imports torch.
+"""
+
+from .convert import Converted, checkpoint_preprocessing, convert, convert_checkpoint
+from .errors import CheckpointError, KeyMismatchError, ShapeMismatchError
+from .sources import Checkpoint, resolve_source
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "Converted",
+    "KeyMismatchError",
+    "ShapeMismatchError",
+    "checkpoint_preprocessing",
+    "convert",
+    "convert_checkpoint",
+    "resolve_source",
+]

@@ -1,0 +1,142 @@
+"""SOURCE -> Keras model: resolve the checkpoint, pick the variant, fuse, build, assign."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from keras_repvgg.backend import keras
+from keras_repvgg.configs import VARIANTS, Preprocessing, VariantConfig, get_variant
+from keras_repvgg.model import build_repvgg
+
+from .errors import CheckpointError
+from .sources import Checkpoint, config_value, resolve_source
+from .timm_weights import LayerWeights, infer_variant, num_classes, timm_to_keras
+
+
+@dataclasses.dataclass
+class Converted:
+    """A converted model and what was learnt about its checkpoint on the way."""
+
+    model: keras.Model
+    variant: VariantConfig
+    checkpoint: Checkpoint
+    preprocessing: Preprocessing  # the eval transform, with config.json's overrides
+    label_names: Optional[list[str]]
+    fused_blocks: int  # blocks that came already reparameterized
+    total_blocks: int
+
+
+def _variant_for(checkpoint: Checkpoint, reader, arch: Optional[str]) -> VariantConfig:
+    if arch:
+        return get_variant(arch)
+    architecture = checkpoint.config.get("architecture")
+    if architecture:
+        if architecture not in VARIANTS:
+            raise CheckpointError(
+                f"{checkpoint.weights_path}: config.json names architecture {architecture!r}, "
+                f"which is not a RepVGG variant ({', '.join(VARIANTS)})"
+            )
+        return VARIANTS[architecture]
+    return infer_variant(reader)
+
+
+def checkpoint_preprocessing(
+    config: dict[str, Any], variant: VariantConfig, input_size: Optional[int] = None
+) -> Preprocessing:
+    """The variant's eval transform, overridden by config.json and then by input_size."""
+    base = variant.preprocessing
+    size = config_value(config, "input_size")
+    size = int(size[-1]) if isinstance(size, (list, tuple)) and size else base.input_size
+    return Preprocessing(
+        input_size=int(input_size or size),
+        crop_pct=float(config_value(config, "crop_pct") or base.crop_pct),
+        interpolation=str(config_value(config, "interpolation") or base.interpolation),
+        mean=tuple(config_value(config, "mean") or base.mean),
+        std=tuple(config_value(config, "std") or base.std),
+    )
+
+
+def assign_weights(model: keras.Model, weights: LayerWeights) -> None:
+    """Set each named layer's weights; every conv and dense layer must get some."""
+    for name, arrays in weights.items():
+        model.get_layer(name).set_weights(arrays)
+    unset = [
+        layer.name
+        for layer in model.layers
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.name not in weights
+    ]
+    if unset:
+        raise RuntimeError(f"no checkpoint weights were mapped to layers {unset[:5]}")
+
+
+def convert_checkpoint(
+    source: "str | os.PathLike[str]",
+    arch: Optional[str] = None,
+    *,
+    input_size: Optional[int] = None,
+    input_shape: Optional[Sequence[Optional[int]]] = None,
+    input_tensor=None,
+    include_top: bool = True,
+    include_preprocessing: bool = False,
+    pooling: Optional[str] = None,
+    classes: Optional[int] = None,
+    classifier_activation: Optional[str] = None,
+    features_only: bool = False,
+    name: Optional[str] = None,
+) -> Converted:
+    """Convert a timm RepVGG checkpoint (file, folder or hub id) into a fused Keras model.
+
+    By default the model computes what timm's model computes: normalized float
+    NHWC input at the checkpoint's input size, logits out.
+    """
+    checkpoint = resolve_source(source)
+    reader = checkpoint.reader()
+    variant = _variant_for(checkpoint, reader, arch)
+    head_classes = num_classes(reader)
+    include_top = include_top and not features_only
+    if include_top:
+        if head_classes is None:
+            raise CheckpointError(
+                f"{checkpoint.weights_path}: no classifier ('head.fc.weight'); "
+                "convert it with include_top=False"
+            )
+        if classes is not None and classes != head_classes:
+            raise ValueError(
+                f"classes={classes} with include_top=True, but the checkpoint's classifier "
+                f"has {head_classes} classes; use include_top=False to put a new head on it"
+            )
+    fused_blocks = sum(1 for k in reader.keys() if k.endswith(".reparam_conv.weight"))
+    weights = timm_to_keras(reader, variant, head_classes or 0, include_top)
+    preprocessing = checkpoint_preprocessing(checkpoint.config, variant, input_size)
+    model = build_repvgg(
+        variant,
+        include_top=include_top,
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        pooling=pooling,
+        classes=head_classes or 0,
+        classifier_activation=classifier_activation,
+        include_preprocessing=include_preprocessing,
+        preprocessing=preprocessing,
+        features_only=features_only,
+        name=name,
+    )
+    assign_weights(model, weights)
+    labels = config_value(checkpoint.config, "label_names")
+    return Converted(
+        model=model,
+        variant=variant,
+        checkpoint=checkpoint,
+        preprocessing=preprocessing,
+        label_names=list(labels) if labels else None,
+        fused_blocks=fused_blocks,
+        total_blocks=sum(variant.depths) + 1,
+    )
+
+
+def convert(source: "str | os.PathLike[str]", arch: Optional[str] = None, **kwargs) -> keras.Model:
+    """`convert_checkpoint(...)`, returning just the Keras model."""
+    return convert_checkpoint(source, arch, **kwargs).model

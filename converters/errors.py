@@ -1,0 +1,13 @@
+"""The exceptions a conversion can end in. Each message names the file and the problem."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or used: missing, unreadable, corrupt or unsupported."""
+
+
+class KeyMismatchError(CheckpointError):
+    """A checkpoint lacks a key the model needs, or holds keys that nothing consumes."""
+
+
+class ShapeMismatchError(CheckpointError):
+    """A tensor's shape is not the one the model expects."""

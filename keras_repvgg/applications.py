@@ -1,0 +1,154 @@
+"""The public model functions: `RepVGGA0(...)` ... `RepVGGD2se(...)` and `create_model(name)`."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional, Sequence
+
+from .backend import keras
+from .configs import VARIANTS, get_variant
+from .model import build_repvgg
+
+
+
+_DOC = """Instantiate the {keras_name} architecture ({name}) in its fused (deploy) form.
+
+Reference: Ding et al., "RepVGG: Making VGG-style ConvNets Great Again", CVPR 2021.
+Each block is one 3x3 Conv2D with bias and a ReLU{se}; layer names follow timm's
+module paths, so weights map by name.
+
+Args:
+    weights: None (random initialization); "imagenet" (timm's `{hub}` from the
+        Hugging Face hub); a timm checkpoint: a `.safetensors` file, a folder with
+        `model.safetensors` and `config.json`, or a hub id; or a Keras `.weights.h5`
+        file saved from this same architecture.
+    include_top: whether to include the classifier (global average pooling and a
+        Dense layer named `head.fc`).
+    input_shape: (height, width, channels); defaults to the checkpoint's input size,
+        else ({size}, {size}, 3). Height and width may be None.
+    input_tensor: optional Keras tensor to use as the model's input.
+    pooling: without the top, None (4D feature map), "avg" or "max".
+    classes: classifier size; defaults to the checkpoint's, else 1000. With
+        include_top and a checkpoint it must match the checkpoint.
+    classifier_activation: activation of the classifier; None returns logits.
+    include_preprocessing: if True the model takes 0-255 RGB and normalizes with the
+        checkpoint's mean and std in the graph; else it takes normalized input.
+    features_only: return the five feature maps (stem and each stage), as timm's
+        `features_only=True` does.
+    name: model name; defaults to "{name}".
+
+Returns:
+    A `keras.Model` (Keras 3, or tf-keras when TF_USE_LEGACY_KERAS=1).
+"""
+
+
+def _hub_id(variant_name: str) -> str:
+    tag = VARIANTS[variant_name].timm_tag
+    if tag is None:
+        raise ValueError(
+            f"{variant_name} has no published timm weights; pass a checkpoint path instead"
+        )
+    return f"timm/{tag}"
+
+
+def create_model(
+    model_name: str,
+    pretrained: bool = False,
+    *,
+    weights: "Optional[str | os.PathLike[str]]" = None,
+    include_top: bool = True,
+    input_shape: Optional[Sequence[Optional[int]]] = None,
+    input_tensor=None,
+    pooling: Optional[str] = None,
+    classes: Optional[int] = None,
+    classifier_activation: Optional[str] = "softmax",
+    include_preprocessing: bool = False,
+    features_only: bool = False,
+    name: Optional[str] = None,
+) -> keras.Model:
+    """Build a RepVGG model by timm's name (`repvgg_a0`, `repvgg_b1g4`, ...).
+
+    `pretrained=True` is `weights="imagenet"`. Other arguments as for `RepVGGA0`.
+    """
+    variant = get_variant(model_name)
+    if pretrained and weights is None:
+        weights = "imagenet"
+    common = dict(
+        include_top=include_top,
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+        include_preprocessing=include_preprocessing,
+        features_only=features_only,
+        name=name,
+    )
+    if weights is not None and not str(weights).endswith(".h5"):
+        from keras_repvgg.converters import convert
+
+        source = _hub_id(variant.name) if weights == "imagenet" else weights
+        return convert(source, variant.name, classes=classes, **common)
+    model = build_repvgg(variant, classes=1000 if classes is None else classes, **common)
+    if weights is not None:
+        model.load_weights(str(weights))
+    return model
+
+
+def _application(variant_name: str) -> Callable[..., keras.Model]:
+    def application(
+        weights: "Optional[str | os.PathLike[str]]" = None,
+        include_top: bool = True,
+        input_shape: Optional[Sequence[Optional[int]]] = None,
+        input_tensor=None,
+        pooling: Optional[str] = None,
+        classes: Optional[int] = None,
+        classifier_activation: Optional[str] = "softmax",
+        include_preprocessing: bool = False,
+        features_only: bool = False,
+        name: Optional[str] = None,
+    ) -> keras.Model:
+        return create_model(
+            variant_name,
+            weights=weights,
+            include_top=include_top,
+            input_shape=input_shape,
+            input_tensor=input_tensor,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            include_preprocessing=include_preprocessing,
+            features_only=features_only,
+            name=name,
+        )
+
+    variant = VARIANTS[variant_name]
+    application.__name__ = application.__qualname__ = variant.keras_name
+    application.__doc__ = _DOC.format(
+        keras_name=variant.keras_name,
+        name=variant.name,
+        se=", squeeze-excitation before the ReLU" if variant.se_ratio else "",
+        hub=f"timm/{variant.timm_tag}" if variant.timm_tag else "(none published)",
+        size=variant.preprocessing.input_size,
+    )
+    return application
+
+
+RepVGGA0 = _application("repvgg_a0")
+RepVGGA1 = _application("repvgg_a1")
+RepVGGA2 = _application("repvgg_a2")
+RepVGGB0 = _application("repvgg_b0")
+RepVGGB1 = _application("repvgg_b1")
+RepVGGB1g2 = _application("repvgg_b1g2")
+RepVGGB1g4 = _application("repvgg_b1g4")
+RepVGGB2 = _application("repvgg_b2")
+RepVGGB2g2 = _application("repvgg_b2g2")
+RepVGGB2g4 = _application("repvgg_b2g4")
+RepVGGB3 = _application("repvgg_b3")
+RepVGGB3g2 = _application("repvgg_b3g2")
+RepVGGB3g4 = _application("repvgg_b3g4")
+RepVGGD2se = _application("repvgg_d2se")
+
+
+def list_models() -> list[str]:
+    """timm names of every variant."""
+    return list(VARIANTS)

@@ -1,0 +1,16 @@
+"""Parameter counts computed from the config table, without building a model."""
+
+from __future__ import annotations
+
+from .configs import VariantConfig, block_plan, num_features
+
+
+def deploy_parameter_count(variant: VariantConfig, classes: int = 1000) -> int:
+    """Weights and biases of the fused network, classifier included."""
+    total = 0
+    for spec in block_plan(variant):
+        total += 9 * (spec.in_channels // spec.groups) * spec.out_channels + spec.out_channels
+        if spec.se_channels:
+            c, r = spec.out_channels, spec.se_channels
+            total += c * r + r + r * c + c
+    return total + num_features(variant) * classes + classes

@@ -1,0 +1,103 @@
+"""Shared fixtures: timm reference models and the checkpoints our converter reads.
+
+Checkpoints are made here, never downloaded: timm's own model with random
+weights and random but sane BatchNorm statistics, saved with safetensors.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+
+from safetensors.torch import save_file  # noqa: E402
+
+torch.set_num_threads(2)
+
+# timm publishes these eleven; the g2 variants exist only in the official repository.
+TIMM_VARIANTS = [
+    "repvgg_a0", "repvgg_a1", "repvgg_a2", "repvgg_b0", "repvgg_b1", "repvgg_b1g4",
+    "repvgg_b2", "repvgg_b2g4", "repvgg_b3", "repvgg_b3g4", "repvgg_d2se",
+]
+G2_VARIANTS = ["repvgg_b1g2", "repvgg_b2g2", "repvgg_b3g2"]
+
+
+def _g2_model(name: str):
+    """The g2 variants built from timm's own RepVGG block config with groups=2."""
+    from timm.models.byobnet import ByobNet, ByoModelCfg, _rep_vgg_bcfg
+
+    widths = {"repvgg_b1g2": (2, 2, 2, 4), "repvgg_b2g2": (2.5, 2.5, 2.5, 5), "repvgg_b3g2": (3, 3, 3, 5)}
+    cfg = ByoModelCfg(blocks=_rep_vgg_bcfg(wf=widths[name], groups=2), stem_type="rep", stem_chs=64)
+    return ByobNet(cfg)
+
+
+def make_timm_model(arch: str, seed: int = 0, num_classes: int = 1000):
+    """timm's training-form model with random weights and randomized BatchNorm, in eval mode.
+
+    BatchNorm weights stay in 0.3-0.8: near 1, the three summed branches would
+    grow activations exponentially with depth.
+    """
+    torch.manual_seed(seed)
+    if arch in G2_VARIANTS:
+        model = _g2_model(arch)
+    else:
+        model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.3)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+    return model.eval()
+
+
+def reparameterized(model):
+    return timm.utils.reparameterize_model(copy.deepcopy(model)).eval()
+
+
+def torch_logits(model, x_nhwc: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        out = model(torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))))
+    return out.numpy()
+
+
+def save_checkpoint(model, path: Path) -> Path:
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    return path
+
+
+def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Normalized NHWC float32 input, as timm's eval transform produces."""
+    return np.random.default_rng(seed).standard_normal((n, size, size, 3)).astype(np.float32)
+
+
+def assert_close_to_timm(ours: np.ndarray, reference: np.ndarray, rel: float = 1e-4) -> float:
+    """max |ours - timm| <= rel * max |timm|; returns the relative error."""
+    scale = float(np.abs(reference).max())
+    err = float(np.abs(ours - reference).max()) / scale
+    assert ours.shape == reference.shape
+    assert err <= rel, f"max abs diff is {err:.2e} of the logit scale {scale:.3g}"
+    return err
+
+
+@pytest.fixture(scope="session")
+def a0_checkpoints(tmp_path_factory):
+    """An A0 in both forms (training and reparameterized) with timm's logits on 64 px input."""
+    root = tmp_path_factory.mktemp("a0")
+    model = make_timm_model("repvgg_a0", seed=7)
+    x = random_images(2, 64, seed=3)
+    train = save_checkpoint(model, root / "a0_train.safetensors")
+    fused = save_checkpoint(reparameterized(model), root / "a0_fused.safetensors")
+    return {"model": model, "train": train, "fused": fused, "x": x, "logits": torch_logits(model, x)}

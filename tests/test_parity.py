@@ -1,0 +1,91 @@
+"""Converted models against timm's own PyTorch models, for every variant."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import (
+    G2_VARIANTS,
+    TIMM_VARIANTS,
+    assert_close_to_timm,
+    make_timm_model,
+    random_images,
+    reparameterized,
+    save_checkpoint,
+    torch_logits,
+)
+from keras_repvgg import get_variant
+from keras_repvgg.converters import convert_checkpoint
+from keras_repvgg.parameters import deploy_parameter_count
+
+
+def _check_variant(arch: str, size: int, tmp_path) -> None:
+    model = make_timm_model(arch, seed=hash(arch) % 1000)
+    x = random_images(2, size, seed=1)
+    expected = torch_logits(model, x)
+    fused_model = reparameterized(model)
+    # timm's own fusion agrees with its training form: the reference itself is sound.
+    assert_close_to_timm(torch_logits(fused_model, x), expected)
+    timm_fused_params = sum(p.numel() for p in fused_model.parameters())
+
+    checkpoints = {
+        "train": save_checkpoint(model, tmp_path / "train.safetensors"),
+        "fused": save_checkpoint(fused_model, tmp_path / "fused.safetensors"),
+    }
+    del model, fused_model
+    for form, path in checkpoints.items():
+        # No arch and no config.json: the variant is inferred from the shapes.
+        result = convert_checkpoint(path, input_size=size)
+        assert result.variant.name == arch
+        assert result.fused_blocks == (0 if form == "train" else result.total_blocks)
+        keras_model = result.model
+        assert keras_model.count_params() == timm_fused_params == deploy_parameter_count(
+            get_variant(arch)
+        )
+        ours = keras_model.predict(x, verbose=0)
+        assert_close_to_timm(ours, expected)
+        del keras_model, result
+
+
+@pytest.mark.parametrize("arch", TIMM_VARIANTS)
+def test_timm_variant_matches_at_small_size(arch, tmp_path):
+    _check_variant(arch, 64 if arch != "repvgg_d2se" else 96, tmp_path)
+
+
+@pytest.mark.parametrize("arch", G2_VARIANTS)
+def test_g2_variant_built_by_timm_matches(arch, tmp_path):
+    _check_variant(arch, 64, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["repvgg_a0", "repvgg_b1g4", "repvgg_d2se"])
+def test_variant_matches_at_full_size(arch, tmp_path):
+    _check_variant(arch, get_variant(arch).preprocessing.input_size, tmp_path)
+
+
+def test_features_match_timm_intermediates(a0_checkpoints):
+    import torch
+
+    x = a0_checkpoints["x"]
+    with torch.no_grad():
+        reference = a0_checkpoints["model"].forward_intermediates(
+            torch.from_numpy(x.transpose(0, 3, 1, 2)), intermediates_only=True
+        )
+    model = convert_checkpoint(a0_checkpoints["train"], features_only=True, input_size=64).model
+    ours = model.predict(x, verbose=0)
+    assert len(ours) == len(reference) == 5
+    for feature, ref in zip(ours, reference):
+        assert_close_to_timm(feature, ref.numpy().transpose(0, 2, 3, 1))
+
+
+def test_include_preprocessing_takes_rgb(a0_checkpoints):
+    from keras_repvgg.configs import IMAGENET_MEAN, IMAGENET_STD
+
+    rgb = np.random.default_rng(5).integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
+    normalized = ((rgb / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).astype(np.float32)
+    expected = torch_logits(a0_checkpoints["model"], normalized)
+    model = convert_checkpoint(
+        a0_checkpoints["fused"], include_preprocessing=True, input_size=64
+    ).model
+    assert_close_to_timm(model.predict(rgb, verbose=0), expected)

@@ -1,0 +1,1 @@
+"""TFLite export for mobile GPU delegates (installed as keras_repvgg.tflite). Not built yet."""
