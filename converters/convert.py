@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from keras_repvgg.backend import keras
 from keras_repvgg.configs import VARIANTS, Preprocessing, VariantConfig, get_variant
@@ -59,14 +59,17 @@ def checkpoint_preprocessing(
     )
 
 
-def assign_weights(model: keras.Model, weights: LayerWeights) -> None:
-    """Set each named layer's weights; every conv and dense layer must get some."""
-    for name, arrays in weights.items():
-        model.get_layer(name).set_weights(arrays)
+def assign_weights(model: keras.Model, weights: Iterable[LayerWeights]) -> None:
+    """Set each named layer's weights as they come; every conv and dense layer must get some."""
+    assigned = set()
+    for block in weights:
+        for name, arrays in block.items():
+            model.get_layer(name).set_weights(arrays)
+            assigned.add(name)
     unset = [
         layer.name
         for layer in model.layers
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.name not in weights
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.name not in assigned
     ]
     if unset:
         raise RuntimeError(f"no checkpoint weights were mapped to layers {unset[:5]}")
@@ -109,7 +112,6 @@ def convert_checkpoint(
                 f"has {head_classes} classes; use include_top=False to put a new head on it"
             )
     fused_blocks = sum(1 for k in reader.keys() if k.endswith(".reparam_conv.weight"))
-    weights = timm_to_keras(reader, variant, head_classes or 0, include_top)
     preprocessing = checkpoint_preprocessing(checkpoint.config, variant, input_size)
     model = build_repvgg(
         variant,
@@ -123,8 +125,9 @@ def convert_checkpoint(
         preprocessing=preprocessing,
         features_only=features_only,
         name=name,
+        initialize=False,
     )
-    assign_weights(model, weights)
+    assign_weights(model, timm_to_keras(reader, variant, head_classes or 0, include_top))
     labels = config_value(checkpoint.config, "label_names")
     return Converted(
         model=model,

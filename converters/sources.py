@@ -1,7 +1,7 @@
 """Finding a checkpoint: a .safetensors file, a folder with config.json, or a hub id.
 
-Reading is lazy (one tensor at a time through safetensors' memory map), so a
-conversion holds about one checkpoint's worth of memory, not two.
+Reading is lazy, one tensor at a time, so that a conversion never holds the
+whole checkpoint and the whole model at once.
 """
 
 from __future__ import annotations
@@ -22,23 +22,65 @@ CONFIG_NAME = "config.json"
 _HUB_ID = re.compile(r"^(hf[-_]hub:)?[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+# safetensors dtype names -> little-endian numpy dtypes. BF16 has no numpy dtype:
+# it is read as uint16 and widened to float32 by hand.
+_DTYPES = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
+    "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?",
+}
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+
+
 class TensorReader:
     """Reads the tensors of one safetensors file and keeps count of which were used.
 
-    Every key must be consumed (`take`) or explicitly skipped (`skip`); `finish`
-    raises for whatever is left, so that no weight is silently dropped.
+    The format is an 8-byte header length, a JSON header of dtypes, shapes and
+    byte ranges, then the data. We parse it with numpy alone and read each
+    tensor with one seek and read (no memory map, whose pages would count
+    against the process while the model is built). Every key must be consumed
+    (`take`) or explicitly skipped (`skip`); `finish` raises for whatever is
+    left, so that no weight is silently dropped.
     """
 
     def __init__(self, path: Path):
-        from safetensors import SafetensorError, safe_open
-
         self.path = path
-        try:
-            self._file = safe_open(str(path), framework="np")
-            self._keys = set(self._file.keys())
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+        self._header = self._read_header(path)
+        self._keys = set(self._header)
         self._used: set[str] = set()
+
+    def _fail(self, why: str) -> CheckpointError:
+        return CheckpointError(f"{self.path}: not a readable safetensors file ({why})")
+
+    def _read_header(self, path: Path) -> dict[str, dict[str, Any]]:
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                length = int.from_bytes(f.read(8), "little") if size >= 8 else -1
+                if not 0 < length <= size - 8:
+                    raise self._fail(f"{size} bytes, with no valid header length")
+                header = json.loads(f.read(length))
+        except OSError as err:
+            raise CheckpointError(f"{path}: cannot read ({err})") from err
+        except (ValueError, UnicodeDecodeError) as err:
+            raise self._fail(f"the header is not JSON: {err}") from err
+        if not isinstance(header, dict):
+            raise self._fail("the header is not a JSON object")
+        header.pop("__metadata__", None)
+        self._data_start, data_size = 8 + length, size - 8 - length
+        for key, entry in header.items():
+            try:
+                dtype = np.dtype(_DTYPES[entry["dtype"]])
+                shape = tuple(int(d) for d in entry["shape"])
+                begin, end = (int(o) for o in entry["data_offsets"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise self._fail(f"key {key!r} has a malformed entry {entry!r}") from err
+            if end - begin != int(np.prod(shape)) * dtype.itemsize or begin < 0:
+                raise self._fail(f"key {key!r}: byte range {begin}..{end} does not fit shape {shape}")
+            if end > data_size:
+                raise self._fail(
+                    f"truncated: key {key!r} needs {end} data bytes, the file has {data_size}"
+                )
+        return header
 
     def keys(self) -> set[str]:
         return set(self._keys)
@@ -47,7 +89,18 @@ class TensorReader:
         return key in self._keys
 
     def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._file.get_slice(key).get_shape())
+        return tuple(self._header[key]["shape"])
+
+    def _load(self, key: str) -> np.ndarray:
+        entry = self._header[key]
+        dtype = np.dtype(_DTYPES[entry["dtype"]])
+        begin, end = entry["data_offsets"]
+        count = (end - begin) // dtype.itemsize
+        raw = np.fromfile(self.path, dtype=dtype, count=count, offset=self._data_start + begin)
+        raw = raw.reshape(self.shape(key))
+        if entry["dtype"] == "BF16":  # bfloat16 is the top half of a float32
+            return (raw.astype(np.uint32) << 16).view(np.float32)
+        return raw
 
     def take(self, key: str, shape: Iterable[int]) -> np.ndarray:
         """The tensor under `key`, checked against the expected shape, marked as used."""
@@ -59,14 +112,12 @@ class TensorReader:
             raise ShapeMismatchError(
                 f"{self.path}: key {key!r} has shape {actual}, expected {shape}"
             )
-        try:
-            tensor = self._file.get_tensor(key)
-        except Exception as err:  # safetensors raises its own error types for bad data
-            raise CheckpointError(f"{self.path}: cannot read key {key!r} ({err})") from err
-        if not np.issubdtype(tensor.dtype, np.floating):
+        dtype = self._header[key]["dtype"]
+        if dtype not in _FLOAT_DTYPES:
             raise CheckpointError(
-                f"{self.path}: key {key!r} has dtype {tensor.dtype}, expected a float tensor"
+                f"{self.path}: key {key!r} has dtype {dtype}, expected a float tensor"
             )
+        tensor = self._load(key)
         self._used.add(key)
         return tensor
 

@@ -8,7 +8,7 @@ timm names a block's parts `conv_kxk` (3x3 conv + BatchNorm), `conv_1x1`
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -76,22 +76,22 @@ def head_weights(reader: TensorReader, features: int, classes: int) -> LayerWeig
 
 def timm_to_keras(
     reader: TensorReader, variant: VariantConfig, classes: int, include_top: bool = True
-) -> LayerWeights:
+) -> Iterator[LayerWeights]:
     """Map every tensor of a timm RepVGG checkpoint to fused Keras layer weights.
 
-    Raises a CheckpointError subclass for any missing, mis-shaped or left-over key.
-    Without the top, the classifier's keys are skipped explicitly.
+    Yields one block's layers at a time, so that the caller can assign them and
+    let them go. Raises a CheckpointError subclass for any missing or mis-shaped
+    key, and, once all is read, for any key left over. Without the top, the
+    classifier's keys are skipped explicitly.
     """
-    weights: LayerWeights = {}
     for spec in block_plan(variant, in_channels(reader)):
-        weights.update(block_weights(reader, spec))
+        yield block_weights(reader, spec)
     if include_top:
-        weights.update(head_weights(reader, num_features(variant), classes))
+        yield head_weights(reader, num_features(variant), classes)
     else:
         for key in ("head.fc.weight", "head.fc.bias"):
             reader.skip(key)
     reader.finish()
-    return weights
 
 
 def in_channels(reader: TensorReader) -> int:

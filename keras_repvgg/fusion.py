@@ -40,31 +40,7 @@ def torch_to_keras_kernel(weight: np.ndarray) -> np.ndarray:
     return np.transpose(weight, (2, 3, 1, 0))
 
 
-def keras_to_torch_kernel(kernel: np.ndarray) -> np.ndarray:
-    """(kh, kw, in/groups, out) -> (out, in/groups, kh, kw)."""
-    return np.transpose(kernel, (3, 2, 0, 1))
-
-
-def identity_kernel(channels: int, groups: int, size: int = 3) -> np.ndarray:
-    """A kernel that copies each input channel to the same output channel.
-
-    In a grouped conv, output channel i sees input channels of its own group
-    only, and input channel i sits at position i % (channels / groups) there.
-    """
-    per_group = channels // groups
-    kernel = np.zeros((size, size, per_group, channels), dtype=np.float64)
-    index = np.arange(channels)
-    kernel[size // 2, size // 2, index % per_group, index] = 1.0
-    return kernel
-
-
-def pad_kernel(kernel: np.ndarray, size: int = 3) -> np.ndarray:
-    """Centre a smaller (1x1) kernel inside a size x size one of zeros."""
-    pad = (size - kernel.shape[0]) // 2
-    return np.pad(_f64(kernel), ((pad, pad), (pad, pad), (0, 0), (0, 0)))
-
-
-def fuse_conv_bn(kernel: Optional[np.ndarray], bn: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
+def fuse_conv_bn(kernel: np.ndarray, bn: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
     """Fold a BatchNorm into the bias-free conv before it (Keras layout, float64)."""
     scale, shift = bn.scale_shift()
     return _f64(kernel) * scale, shift
@@ -80,16 +56,22 @@ def fuse_block(
 
     conv3x3 and conv1x1 are (kernel, BatchNorm) pairs with Keras-layout kernels;
     identity is the identity branch's BatchNorm, or None where the block has none.
-    Returns float32 (kernel, bias).
+    Returns float32 (kernel, bias). The 1x1 and identity branches are added onto
+    the centre tap in place: one float64 copy of the kernel, however large.
     """
     kernel, bias = fuse_conv_bn(*conv3x3)
-    size = kernel.shape[0]
+    centre = kernel.shape[0] // 2
     k1, b1 = fuse_conv_bn(*conv1x1)
-    kernel = kernel + pad_kernel(k1, size)
-    bias = bias + b1
+    kernel[centre, centre] += k1[0, 0]
+    bias += b1
     if identity is not None:
+        # The identity is a kernel whose only non-zero tap is the centre one,
+        # from input channel i to output channel i. In a grouped conv, output
+        # channel i sees its own group's inputs only, where input i sits at
+        # i % (channels / groups).
+        scale, shift = identity.scale_shift()
         channels = kernel.shape[-1]
-        ki, bi = fuse_conv_bn(identity_kernel(channels, groups, size), identity)
-        kernel = kernel + ki
-        bias = bias + bi
+        index = np.arange(channels)
+        kernel[centre, centre, index % (channels // groups), index] += scale
+        bias += shift
     return kernel.astype(np.float32), bias.astype(np.float32)

@@ -15,18 +15,22 @@ from .configs import BlockSpec, Preprocessing, VariantConfig, block_plan
 layers = keras.layers
 
 
-def _squeeze_excite(x, spec: BlockSpec):
+def _init(initializer: Optional[str]) -> dict:
+    return {"kernel_initializer": initializer} if initializer else {}
+
+
+def _squeeze_excite(x, spec: BlockSpec, initializer: Optional[str] = None):
     # timm's SEModule: mean over space, 1x1 conv, ReLU, 1x1 conv, sigmoid gate.
     name = f"{spec.name}.attn"
     s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}.pool")(x)
-    s = layers.Conv2D(spec.se_channels, 1, name=f"{name}.fc1")(s)
+    s = layers.Conv2D(spec.se_channels, 1, name=f"{name}.fc1", **_init(initializer))(s)
     s = layers.ReLU(name=f"{name}.act")(s)
-    s = layers.Conv2D(spec.out_channels, 1, name=f"{name}.fc2")(s)
+    s = layers.Conv2D(spec.out_channels, 1, name=f"{name}.fc2", **_init(initializer))(s)
     s = layers.Activation("sigmoid", name=f"{name}.gate")(s)
     return layers.Multiply(name=f"{name}.scale")([x, s])
 
 
-def repvgg_block(x, spec: BlockSpec):
+def repvgg_block(x, spec: BlockSpec, initializer: Optional[str] = None):
     """One deploy-form block. Stride 2 pads explicitly: PyTorch's padding=1 is not 'same' there."""
     padding = "same"
     if spec.stride == 2:
@@ -39,9 +43,10 @@ def repvgg_block(x, spec: BlockSpec):
         padding=padding,
         groups=spec.groups,
         name=f"{spec.name}.reparam_conv",
+        **_init(initializer),
     )(x)
     if spec.se_channels:
-        x = _squeeze_excite(x, spec)
+        x = _squeeze_excite(x, spec, initializer)
     return layers.ReLU(name=f"{spec.name}.act")(x)
 
 
@@ -75,8 +80,14 @@ def build_repvgg(
     preprocessing: Optional[Preprocessing] = None,
     features_only: bool = False,
     name: Optional[str] = None,
+    initialize: bool = True,
 ) -> keras.Model:
-    """Build the deploy-form network of `variant` with random weights."""
+    """Build the deploy-form network of `variant`.
+
+    Weights are randomly initialized, or zeros with initialize=False, which is
+    cheaper where a checkpoint's weights are about to be assigned.
+    """
+    initializer = None if initialize else "zeros"
     preprocessing = preprocessing or variant.preprocessing
     if input_shape is None:
         size = preprocessing.input_size
@@ -94,7 +105,7 @@ def build_repvgg(
     channels = input_shape[-1] or 3
     features = []
     for spec in block_plan(variant, channels):
-        x = repvgg_block(x, spec)
+        x = repvgg_block(x, spec, initializer)
         if spec.feature:
             features.append(x)
 
@@ -102,7 +113,9 @@ def build_repvgg(
         outputs = features
     elif include_top:
         x = layers.GlobalAveragePooling2D(name="head.global_pool")(x)
-        outputs = layers.Dense(classes, activation=classifier_activation, name="head.fc")(x)
+        outputs = layers.Dense(
+            classes, activation=classifier_activation, name="head.fc", **_init(initializer)
+        )(x)
     elif pooling == "avg":
         outputs = layers.GlobalAveragePooling2D(name="head.global_pool")(x)
     elif pooling == "max":

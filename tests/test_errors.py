@@ -74,7 +74,7 @@ def test_integer_tensor_is_refused(a0_checkpoints, tmp_path):
     tensors["head.fc.bias"] = tensors["head.fc.bias"].astype("int32")
     path = tmp_path / "int.safetensors"
     save_file(tensors, str(path))
-    with pytest.raises(CheckpointError, match=r"'head\.fc\.bias' has dtype int32"):
+    with pytest.raises(CheckpointError, match=r"'head\.fc\.bias' has dtype I32"):
         convert(path, "repvgg_a0")
 
 

@@ -1,0 +1,73 @@
+"""Run the benchmarks and write benchmarks/results/latest.{json,md}.
+
+    python -m benchmarks [--variants repvgg_a0 repvgg_b0 repvgg_b1g4] [--sections conversion latency]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SECTIONS = ("conversion", "latency")
+
+
+def _threads(n: int) -> None:
+    import tensorflow as tf
+    import torch
+
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    torch.set_num_threads(n)
+
+
+def _markdown(table: list[dict]) -> str:
+    if not table:
+        return ""
+    keys = list(table[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(row[k]) for k in keys) + " |" for row in table]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from benchmarks import conversion, latency
+    from benchmarks.common import machine
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--variants", nargs="+", default=["repvgg_a0", "repvgg_b0", "repvgg_b1g4"])
+    parser.add_argument("--conversion-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4", "repvgg_b3"])
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    _threads(args.threads)
+
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(),
+        "threads": args.threads,
+    }
+    if "conversion" in args.sections:
+        report["conversion"] = conversion.run(args.conversion_variants)
+    if "latency" in args.sections:
+        report["latency"] = latency.run(args.variants, repeats=args.repeats)
+
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    m = report["machine"]
+    md = [f"Measured {report['date']} on {m['cpu']}, {m['cores']} cores, {args.threads} threads."]
+    for section in SECTIONS:
+        if section in report:
+            md += ["", f"### {section}", "", _markdown(report[section])]
+    (RESULTS / "latest.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
