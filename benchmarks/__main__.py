@@ -18,8 +18,10 @@ SECTIONS = ("conversion", "latency")
 
 
 def _threads(n: int) -> None:
-    import tensorflow as tf
+    # torch and timm first: importing them after TensorFlow crashes in triton's import.
+    import timm  # noqa: F401, I001
     import torch
+    import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(n)
     tf.config.threading.set_inter_op_parallelism_threads(1)
