@@ -100,3 +100,14 @@ def test_list_shows_every_variant():
         assert f"{deploy_parameter_count(variant):,}" in line
         assert (variant.timm_tag or "-") in line
     assert len(stdout.splitlines()) == len(VARIANTS) + 1
+
+
+def test_converting_safetensors_does_not_import_torch(a0_checkpoints, tmp_path):
+    code = (
+        "import sys; from keras_repvgg.converters import convert; "
+        f"convert({str(a0_checkpoints['train'])!r}, input_size=64); "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm')); "
+        "assert not bad, bad"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
