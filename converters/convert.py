@@ -5,15 +5,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from keras_repvgg.backend import keras
 from keras_repvgg.configs import VARIANTS, Preprocessing, VariantConfig, get_variant
-from keras_repvgg.model import build_repvgg
+from keras_repvgg.model import assign_weights, build_repvgg
 
 from .errors import CheckpointError
 from .sources import Checkpoint, config_value, resolve_source
-from .timm_weights import LayerWeights, infer_variant, num_classes, timm_to_keras
+from .timm_weights import infer_variant, num_classes, timm_to_keras
 
 
 @dataclasses.dataclass
@@ -59,26 +59,11 @@ def checkpoint_preprocessing(
     )
 
 
-def assign_weights(model: keras.Model, weights: Iterable[LayerWeights]) -> None:
-    """Set each named layer's weights as they come; every conv and dense layer must get some."""
-    assigned = set()
-    for block in weights:
-        for name, arrays in block.items():
-            model.get_layer(name).set_weights(arrays)
-            assigned.add(name)
-    unset = [
-        layer.name
-        for layer in model.layers
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.name not in assigned
-    ]
-    if unset:
-        raise RuntimeError(f"no checkpoint weights were mapped to layers {unset[:5]}")
-
-
 def convert_checkpoint(
     source: "str | os.PathLike[str]",
     arch: Optional[str] = None,
     *,
+    form: str = "deploy",
     input_size: Optional[int] = None,
     input_shape: Optional[Sequence[Optional[int]]] = None,
     input_tensor=None,
@@ -90,10 +75,14 @@ def convert_checkpoint(
     features_only: bool = False,
     name: Optional[str] = None,
 ) -> Converted:
-    """Convert a timm RepVGG checkpoint (file, folder or hub id) into a fused Keras model.
+    """Convert a RepVGG checkpoint into a Keras model.
 
-    By default the model computes what timm's model computes: normalized float
-    NHWC input at the checkpoint's input size, logits out.
+    SOURCE is a timm safetensors file, a folder with config.json, a hub id, or an
+    official RepVGG .pth file. form="deploy" fuses the branches; form="train"
+    loads a training-form checkpoint one to one, for fine-tuning with the
+    branches (then `keras_repvgg.reparameterize`). By default the model computes
+    what timm's model computes: normalized float NHWC input at the checkpoint's
+    input size, logits out.
     """
     checkpoint = resolve_source(source)
     reader = checkpoint.reader()
@@ -115,6 +104,7 @@ def convert_checkpoint(
     preprocessing = checkpoint_preprocessing(checkpoint.config, variant, input_size)
     model = build_repvgg(
         variant,
+        form=form,
         include_top=include_top,
         input_shape=input_shape,
         input_tensor=input_tensor,
@@ -127,7 +117,7 @@ def convert_checkpoint(
         name=name,
         initialize=False,
     )
-    assign_weights(model, timm_to_keras(reader, variant, head_classes or 0, include_top))
+    assign_weights(model, timm_to_keras(reader, variant, head_classes or 0, include_top, form))
     labels = config_value(checkpoint.config, "label_names")
     return Converted(
         model=model,

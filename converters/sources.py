@@ -1,7 +1,5 @@
-"""Finding a checkpoint: a .safetensors file, a folder with config.json, or a hub id.
-
-Reading is lazy, one tensor at a time, so that a conversion never holds the
-whole checkpoint and the whole model at once.
+"""Finding a checkpoint: a .safetensors file, a folder with config.json, a hub id,
+or an official RepVGG PyTorch file.
 """
 
 from __future__ import annotations
@@ -11,126 +9,17 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
-import numpy as np
-
-from .errors import CheckpointError, KeyMismatchError, ShapeMismatchError
+from .errors import CheckpointError
+from .readers import SafetensorsReader, TensorReader
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 _HUB_ID = re.compile(r"^(hf[-_]hub:)?[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-# safetensors dtype names -> little-endian numpy dtypes. BF16 has no numpy dtype:
-# it is read as uint16 and widened to float32 by hand.
-_DTYPES = {
-    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
-    "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?",
-}
-_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
-
-
-class TensorReader:
-    """Reads the tensors of one safetensors file and keeps count of which were used.
-
-    The format is an 8-byte header length, a JSON header of dtypes, shapes and
-    byte ranges, then the data. We parse it with numpy alone and read each
-    tensor with one seek and read (no memory map, whose pages would count
-    against the process while the model is built). Every key must be consumed
-    (`take`) or explicitly skipped (`skip`); `finish` raises for whatever is
-    left, so that no weight is silently dropped.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._header = self._read_header(path)
-        self._keys = set(self._header)
-        self._used: set[str] = set()
-
-    def _fail(self, why: str) -> CheckpointError:
-        return CheckpointError(f"{self.path}: not a readable safetensors file ({why})")
-
-    def _read_header(self, path: Path) -> dict[str, dict[str, Any]]:
-        try:
-            size = path.stat().st_size
-            with open(path, "rb") as f:
-                length = int.from_bytes(f.read(8), "little") if size >= 8 else -1
-                if not 0 < length <= size - 8:
-                    raise self._fail(f"{size} bytes, with no valid header length")
-                header = json.loads(f.read(length))
-        except OSError as err:
-            raise CheckpointError(f"{path}: cannot read ({err})") from err
-        except (ValueError, UnicodeDecodeError) as err:
-            raise self._fail(f"the header is not JSON: {err}") from err
-        if not isinstance(header, dict):
-            raise self._fail("the header is not a JSON object")
-        header.pop("__metadata__", None)
-        self._data_start, data_size = 8 + length, size - 8 - length
-        for key, entry in header.items():
-            try:
-                dtype = np.dtype(_DTYPES[entry["dtype"]])
-                shape = tuple(int(d) for d in entry["shape"])
-                begin, end = (int(o) for o in entry["data_offsets"])
-            except (KeyError, TypeError, ValueError) as err:
-                raise self._fail(f"key {key!r} has a malformed entry {entry!r}") from err
-            if end - begin != int(np.prod(shape)) * dtype.itemsize or begin < 0:
-                raise self._fail(f"key {key!r}: byte range {begin}..{end} does not fit shape {shape}")
-            if end > data_size:
-                raise self._fail(
-                    f"truncated: key {key!r} needs {end} data bytes, the file has {data_size}"
-                )
-        return header
-
-    def keys(self) -> set[str]:
-        return set(self._keys)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._keys
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._header[key]["shape"])
-
-    def _load(self, key: str) -> np.ndarray:
-        entry = self._header[key]
-        dtype = np.dtype(_DTYPES[entry["dtype"]])
-        begin, end = entry["data_offsets"]
-        count = (end - begin) // dtype.itemsize
-        raw = np.fromfile(self.path, dtype=dtype, count=count, offset=self._data_start + begin)
-        raw = raw.reshape(self.shape(key))
-        if entry["dtype"] == "BF16":  # bfloat16 is the top half of a float32
-            return (raw.astype(np.uint32) << 16).view(np.float32)
-        return raw
-
-    def take(self, key: str, shape: Iterable[int]) -> np.ndarray:
-        """The tensor under `key`, checked against the expected shape, marked as used."""
-        shape = tuple(shape)
-        if key not in self._keys:
-            raise KeyMismatchError(f"{self.path}: missing key {key!r} (expected shape {shape})")
-        actual = self.shape(key)
-        if actual != shape:
-            raise ShapeMismatchError(
-                f"{self.path}: key {key!r} has shape {actual}, expected {shape}"
-            )
-        dtype = self._header[key]["dtype"]
-        if dtype not in _FLOAT_DTYPES:
-            raise CheckpointError(
-                f"{self.path}: key {key!r} has dtype {dtype}, expected a float tensor"
-            )
-        tensor = self._load(key)
-        self._used.add(key)
-        return tensor
-
-    def skip(self, key: str) -> None:
-        """Mark a key as deliberately not used (BatchNorm's num_batches_tracked, say)."""
-        self._used.add(key)
-
-    def finish(self) -> None:
-        left = sorted(self._keys - self._used)
-        if left:
-            shown = ", ".join(f"{k!r} {self.shape(k)}" for k in left[:5])
-            more = f" and {len(left) - 5} more" if len(left) > 5 else ""
-            raise KeyMismatchError(f"{self.path}: unexpected keys {shown}{more}")
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin")
 
 
 @dataclasses.dataclass
@@ -138,8 +27,16 @@ class Checkpoint:
     weights_path: Path
     config: dict[str, Any]  # timm's config.json, or {} where there is none
 
+    @property
+    def is_pickle(self) -> bool:
+        return self.weights_path.suffix in PICKLE_SUFFIXES
+
     def reader(self) -> TensorReader:
-        return TensorReader(self.weights_path)
+        if self.is_pickle:
+            from .official import read_official
+
+            return read_official(self.weights_path)
+        return SafetensorsReader(self.weights_path)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -190,10 +87,12 @@ def resolve_source(source: "str | os.PathLike[str]") -> Checkpoint:
     if path.is_dir():
         return _from_folder(path)
     if path.is_file():
+        if path.suffix in PICKLE_SUFFIXES:
+            return Checkpoint(path, {})
         if path.suffix != ".safetensors":
             raise CheckpointError(
                 f"{path}: unsupported checkpoint format {path.suffix or '(no suffix)'!r}; "
-                "expected a .safetensors file"
+                f"expected .safetensors, or an official RepVGG {'/'.join(PICKLE_SUFFIXES)} file"
             )
         # A hub snapshot or save_for_hf folder keeps its config beside model.safetensors.
         sibling = path.with_name(CONFIG_NAME)

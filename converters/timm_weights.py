@@ -1,8 +1,9 @@
-"""timm's RepVGG checkpoints -> fused Keras weights, one block at a time.
+"""timm-named RepVGG weights -> Keras layer weights, one block at a time.
 
 timm names a block's parts `conv_kxk` (3x3 conv + BatchNorm), `conv_1x1`
 (1x1 conv + BatchNorm), `identity` (BatchNorm) and, once reparameterized,
-`reparam_conv` (3x3 conv with bias). A checkpoint may mix both forms.
+`reparam_conv` (3x3 conv with bias). A checkpoint may mix both forms. The
+deploy form fuses the branches; the training form takes them one to one.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from keras_repvgg.configs import VARIANTS, BlockSpec, VariantConfig, block_plan, num_features
+from keras_repvgg.configs import BlockSpec, VariantConfig, block_plan, match_variant, num_features
 from keras_repvgg.fusion import BatchNorm, fuse_block, torch_to_keras_kernel
+from keras_repvgg.model import LayerWeights
 
 from .errors import CheckpointError
-from .sources import TensorReader
-
-LayerWeights = dict[str, list[np.ndarray]]  # Keras layer name -> its weights, in set_weights order
+from .readers import TensorReader
 
 _BLOCK_KERNEL = re.compile(r"^(stem|stages\.\d+\.\d+)\.(reparam_conv|conv_kxk\.conv)\.weight$")
 
@@ -29,9 +29,18 @@ def _batchnorm(reader: TensorReader, prefix: str, channels: int) -> BatchNorm:
     return BatchNorm(take("weight"), take("bias"), take("running_mean"), take("running_var"))
 
 
-def _conv_bn(reader: TensorReader, prefix: str, spec: BlockSpec, size: int):
+def _bn_weights(bn: BatchNorm) -> list[np.ndarray]:
+    """Keras BatchNormalization's order: gamma, beta, moving mean, moving variance."""
+    return [np.asarray(a, np.float32) for a in (bn.gamma, bn.beta, bn.mean, bn.var)]
+
+
+def _kernel(reader: TensorReader, key: str, spec: BlockSpec, size: int) -> np.ndarray:
     shape = (spec.out_channels, spec.in_channels // spec.groups, size, size)
-    kernel = torch_to_keras_kernel(reader.take(f"{prefix}.conv.weight", shape))
+    return torch_to_keras_kernel(reader.take(key, shape))
+
+
+def _conv_bn(reader: TensorReader, prefix: str, spec: BlockSpec, size: int):
+    kernel = _kernel(reader, f"{prefix}.conv.weight", spec, size)
     return kernel, _batchnorm(reader, f"{prefix}.bn", spec.out_channels)
 
 
@@ -41,7 +50,21 @@ def _conv_bias(reader: TensorReader, prefix: str, out: int, inp: int, size: int)
     return [torch_to_keras_kernel(weight).astype(np.float32), bias.astype(np.float32)]
 
 
-def block_weights(reader: TensorReader, spec: BlockSpec) -> LayerWeights:
+def _identity(reader: TensorReader, spec: BlockSpec) -> Optional[BatchNorm]:
+    return _batchnorm(reader, f"{spec.name}.identity", spec.out_channels) if spec.has_identity else None
+
+
+def _se_weights(reader: TensorReader, spec: BlockSpec) -> LayerWeights:
+    if not spec.se_channels:
+        return {}
+    n, c, r = spec.name, spec.out_channels, spec.se_channels
+    return {
+        f"{n}.attn.fc1": _conv_bias(reader, f"{n}.attn.fc1", r, c, 1),
+        f"{n}.attn.fc2": _conv_bias(reader, f"{n}.attn.fc2", c, r, 1),
+    }
+
+
+def deploy_block_weights(reader: TensorReader, spec: BlockSpec) -> LayerWeights:
     """The fused conv (and SE) weights of one block, from either form."""
     name = spec.name
     if f"{name}.reparam_conv.weight" in reader:
@@ -49,23 +72,32 @@ def block_weights(reader: TensorReader, spec: BlockSpec) -> LayerWeights:
             reader, f"{name}.reparam_conv", spec.out_channels, spec.in_channels // spec.groups, 3
         )
     else:
-        identity = (
-            _batchnorm(reader, f"{name}.identity", spec.out_channels) if spec.has_identity else None
+        fused = list(fuse_block(
+            _conv_bn(reader, f"{name}.conv_kxk", spec, 3),
+            _conv_bn(reader, f"{name}.conv_1x1", spec, 1),
+            _identity(reader, spec),
+            spec.groups,
+        ))
+    return {f"{name}.reparam_conv": fused, **_se_weights(reader, spec)}
+
+
+def train_block_weights(reader: TensorReader, spec: BlockSpec) -> LayerWeights:
+    """One block's branches, one to one, for the training form."""
+    name = spec.name
+    if f"{name}.reparam_conv.weight" in reader:
+        raise CheckpointError(
+            f"{reader.path}: block {reader.display(name + '.reparam_conv.weight')!r} is already "
+            "fused; the training form needs its branches (convert to the deploy form instead)"
         )
-        fused = list(
-            fuse_block(
-                _conv_bn(reader, f"{name}.conv_kxk", spec, 3),
-                _conv_bn(reader, f"{name}.conv_1x1", spec, 1),
-                identity,
-                spec.groups,
-            )
-        )
-    layers = {f"{name}.reparam_conv": fused}
-    if spec.se_channels:
-        c, r = spec.out_channels, spec.se_channels
-        layers[f"{name}.attn.fc1"] = _conv_bias(reader, f"{name}.attn.fc1", r, c, 1)
-        layers[f"{name}.attn.fc2"] = _conv_bias(reader, f"{name}.attn.fc2", c, r, 1)
-    return layers
+    weights: LayerWeights = {}
+    for branch, size in (("conv_kxk", 3), ("conv_1x1", 1)):
+        kernel, bn = _conv_bn(reader, f"{name}.{branch}", spec, size)
+        weights[f"{name}.{branch}.conv"] = [kernel.astype(np.float32)]
+        weights[f"{name}.{branch}.bn"] = _bn_weights(bn)
+    identity = _identity(reader, spec)
+    if identity is not None:
+        weights[f"{name}.identity"] = _bn_weights(identity)
+    return {**weights, **_se_weights(reader, spec)}
 
 
 def head_weights(reader: TensorReader, features: int, classes: int) -> LayerWeights:
@@ -75,15 +107,20 @@ def head_weights(reader: TensorReader, features: int, classes: int) -> LayerWeig
 
 
 def timm_to_keras(
-    reader: TensorReader, variant: VariantConfig, classes: int, include_top: bool = True
+    reader: TensorReader,
+    variant: VariantConfig,
+    classes: int,
+    include_top: bool = True,
+    form: str = "deploy",
 ) -> Iterator[LayerWeights]:
-    """Map every tensor of a timm RepVGG checkpoint to fused Keras layer weights.
+    """Map every tensor of a timm-named RepVGG checkpoint to Keras layer weights.
 
     Yields one block's layers at a time, so that the caller can assign them and
     let them go. Raises a CheckpointError subclass for any missing or mis-shaped
     key, and, once all is read, for any key left over. Without the top, the
     classifier's keys are skipped explicitly.
     """
+    block_weights = train_block_weights if form == "train" else deploy_block_weights
     for spec in block_plan(variant, in_channels(reader)):
         yield block_weights(reader, spec)
     if include_top:
@@ -106,26 +143,19 @@ def num_classes(reader: TensorReader) -> Optional[int]:
     return reader.shape("head.fc.weight")[0] if "head.fc.weight" in reader else None
 
 
-def _signature(blocks: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, int]]:
-    return {name: (shape[0], shape[1]) for name, shape in blocks.items()}
-
-
 def infer_variant(reader: TensorReader) -> VariantConfig:
     """Which variant a checkpoint holds, from its tensor shapes alone."""
     blocks = {}
     for key in reader.keys():
         match = _BLOCK_KERNEL.match(key)
         if match:
-            blocks[match.group(1)] = reader.shape(key)
+            shape = reader.shape(key)
+            blocks[match.group(1)] = (shape[0], shape[1])
     has_se = any(".attn.fc1.weight" in key for key in reader.keys())
-    found = _signature(blocks)
-    for variant in VARIANTS.values():
-        plan = block_plan(variant, in_channels(reader))
-        expected = {s.name: (s.out_channels, s.in_channels // s.groups) for s in plan}
-        if expected == found and has_se == bool(variant.se_ratio):
-            return variant
-    stem = blocks.get("stem")
-    raise CheckpointError(
-        f"{reader.path}: the tensor shapes match no known RepVGG variant "
-        f"({len(blocks)} blocks, stem kernel {stem}); pass the variant explicitly (--arch)"
-    )
+    variant = match_variant(blocks, has_se, in_channels(reader))
+    if variant is None:
+        raise CheckpointError(
+            f"{reader.path}: the tensor shapes match no known RepVGG variant "
+            f"({len(blocks)} blocks, stem kernel {blocks.get('stem')}); pass the variant (--arch)"
+        )
+    return variant

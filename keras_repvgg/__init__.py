@@ -27,6 +27,7 @@ _EXPORTS = {
     "block_plan": "configs",
     "get_variant": "configs",
     "save_model": "io",
+    "reparameterize": "reparameterize",
 }
 
 __all__ = sorted(_EXPORTS)

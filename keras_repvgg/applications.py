@@ -55,6 +55,7 @@ def create_model(
     model_name: str,
     pretrained: bool = False,
     *,
+    form: str = "deploy",
     weights: "Optional[str | os.PathLike[str]]" = None,
     include_top: bool = True,
     input_shape: Optional[Sequence[Optional[int]]] = None,
@@ -68,12 +69,16 @@ def create_model(
 ) -> keras.Model:
     """Build a RepVGG model by timm's name (`repvgg_a0`, `repvgg_b1g4`, ...).
 
-    `pretrained=True` is `weights="imagenet"`. Other arguments as for `RepVGGA0`.
+    `pretrained=True` is `weights="imagenet"`. `form="train"` builds the
+    multi-branch training form (fuse it afterwards with `reparameterize`);
+    a training-form model takes only training-form checkpoints. Other arguments
+    as for `RepVGGA0`.
     """
     variant = get_variant(model_name)
     if pretrained and weights is None:
         weights = "imagenet"
     common = dict(
+        form=form,
         include_top=include_top,
         input_shape=input_shape,
         input_tensor=input_tensor,

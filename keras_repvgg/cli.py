@@ -29,6 +29,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     result = convert_checkpoint(
         args.source,
         args.arch,
+        form=args.form,
         input_size=args.input_size,
         include_preprocessing=args.include_preprocessing,
     )
@@ -40,7 +41,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     )
     print(f"loaded {result.checkpoint.weights_path}")
     print(
-        f"variant {result.variant.name}, {form} checkpoint, "
+        f"variant {result.variant.name} ({args.form} form), {form} checkpoint, "
         f"{model.output_shape[-1]} classes, input {tuple(model.input_shape[1:])}, "
         f"{'0-255 RGB' if args.include_preprocessing else 'normalized'} input"
     )
@@ -61,9 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("convert", help="convert a timm checkpoint into a .keras model")
-    p.add_argument("source", help="a .safetensors file, a folder with config.json, or a hub id")
+    p.add_argument(
+        "source",
+        help="a .safetensors file, a folder with config.json, a hub id, or an official .pth file",
+    )
     p.add_argument("--arch", help="variant name (inferred from config.json or shapes if omitted)")
     p.add_argument("--input-size", type=int, help="input height and width")
+    p.add_argument(
+        "--form",
+        choices=("deploy", "train"),
+        default="deploy",
+        help="deploy: fused 3x3 convs (default); train: the multi-branch form, for fine-tuning",
+    )
     p.add_argument(
         "--include-preprocessing",
         action="store_true",

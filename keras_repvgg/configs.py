@@ -103,12 +103,17 @@ VARIANTS: dict[str, VariantConfig] = {
 
 
 def get_variant(name: str) -> VariantConfig:
-    """Look a variant up by timm name (`repvgg_b1g4`), short name (`b1g4`) or Keras name."""
-    key = name.strip().lower().split(".", 1)[0]  # a timm tag names its architecture first
-    for candidate in (key, f"repvgg_{key}", key.replace("repvgg", "repvgg_", 1)):
-        if candidate in VARIANTS:
-            return VARIANTS[candidate]
-    raise ValueError(f"Unknown RepVGG variant {name!r}; known: {', '.join(VARIANTS)}")
+    """Look a variant up by any of its names.
+
+    timm's (`repvgg_b1g4`, or a tag such as `repvgg_b1g4.rvgg_in1k`), the
+    official repository's (`RepVGG-B1g4`), the Keras function's (`RepVGGB1g4`)
+    or the short one (`b1g4`).
+    """
+    short = name.strip().lower().split(".", 1)[0].replace("repvgg", "").strip("-_")
+    variant = VARIANTS.get(f"repvgg_{short}")
+    if variant is None:
+        raise ValueError(f"Unknown RepVGG variant {name!r}; known: {', '.join(VARIANTS)}")
+    return variant
 
 
 def block_plan(variant: VariantConfig, in_channels: int = 3) -> list[BlockSpec]:
@@ -133,3 +138,17 @@ def block_plan(variant: VariantConfig, in_channels: int = 3) -> list[BlockSpec]:
 def num_features(variant: VariantConfig) -> int:
     """Channels entering the classifier."""
     return variant.stage_widths[-1]
+
+
+def match_variant(
+    blocks: dict[str, tuple[int, int]], has_se: bool, in_channels: int = 3
+) -> Optional[VariantConfig]:
+    """The variant whose blocks are exactly these: name -> (out channels, in channels per group)."""
+    for variant in VARIANTS.values():
+        expected = {
+            s.name: (s.out_channels, s.in_channels // s.groups)
+            for s in block_plan(variant, in_channels)
+        }
+        if expected == blocks and has_se == bool(variant.se_ratio):
+            return variant
+    return None

@@ -1,18 +1,26 @@
-"""The fused (deploy) RepVGG network as a Keras functional model.
+"""The RepVGG network as a Keras functional model, in either form.
 
-Each block is one 3x3 Conv2D with bias, then (D2se only) squeeze-excitation,
-then ReLU. Layer names mirror timm's module paths (`stem.reparam_conv`,
-`stages.2.13.attn.fc1`, `head.fc`) so that weights map by name.
+Deploy form: each block is one 3x3 Conv2D with bias. Training form: each
+block sums a 3x3 conv + BatchNorm, a 1x1 conv + BatchNorm and, where the
+shape allows, an identity BatchNorm. Either way (D2se) squeeze-excitation and
+a ReLU follow. Layer names mirror timm's module paths (`stem.reparam_conv`,
+`stages.2.13.conv_kxk.bn`, `stages.2.13.attn.fc1`, `head.fc`) so that
+weights map by name.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
 
 from .backend import keras
 from .configs import BlockSpec, Preprocessing, VariantConfig, block_plan
+from .fusion import BN_EPSILON
 
 layers = keras.layers
+FORMS = ("deploy", "train")
+LayerWeights = dict[str, list[np.ndarray]]  # Keras layer name -> its weights, in set_weights order
 
 
 def _init(initializer: Optional[str]) -> dict:
@@ -30,21 +38,45 @@ def _squeeze_excite(x, spec: BlockSpec, initializer: Optional[str] = None):
     return layers.Multiply(name=f"{name}.scale")([x, s])
 
 
-def repvgg_block(x, spec: BlockSpec, initializer: Optional[str] = None):
-    """One deploy-form block. Stride 2 pads explicitly: PyTorch's padding=1 is not 'same' there."""
+def _conv3x3(x, spec: BlockSpec, name: str, use_bias: bool, initializer: Optional[str]):
+    """3x3 conv; stride 2 pads explicitly, since PyTorch's padding=1 is not 'same' there."""
     padding = "same"
     if spec.stride == 2:
         x = layers.ZeroPadding2D(1, name=f"{spec.name}.pad")(x)
         padding = "valid"
-    x = layers.Conv2D(
-        spec.out_channels,
-        3,
-        strides=spec.stride,
-        padding=padding,
-        groups=spec.groups,
-        name=f"{spec.name}.reparam_conv",
-        **_init(initializer),
+    return layers.Conv2D(
+        spec.out_channels, 3, strides=spec.stride, padding=padding, groups=spec.groups,
+        use_bias=use_bias, name=name, **_init(initializer),
     )(x)
+
+
+def _batchnorm(name: str):
+    # PyTorch's eps and momentum (its 0.1 is Keras' 0.9).
+    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.9, name=name)
+
+
+def _train_branches(x, spec: BlockSpec, initializer: Optional[str]):
+    n = spec.name
+    dense = _conv3x3(x, spec, f"{n}.conv_kxk.conv", False, initializer)
+    branches = [_batchnorm(f"{n}.conv_kxk.bn")(dense)]
+    # The 1x1 branch reads the unpadded input: with stride 2 its taps then sit
+    # at the 3x3 windows' centres, as in PyTorch.
+    point = layers.Conv2D(
+        spec.out_channels, 1, strides=spec.stride, groups=spec.groups, use_bias=False,
+        name=f"{n}.conv_1x1.conv", **_init(initializer),
+    )(x)
+    branches.append(_batchnorm(f"{n}.conv_1x1.bn")(point))
+    if spec.has_identity:
+        branches.append(_batchnorm(f"{n}.identity")(x))
+    return layers.Add(name=f"{n}.add")(branches)
+
+
+def repvgg_block(x, spec: BlockSpec, form: str = "deploy", initializer: Optional[str] = None):
+    """One block in the given form: conv (or three branches), SE where configured, ReLU."""
+    if form == "train":
+        x = _train_branches(x, spec, initializer)
+    else:
+        x = _conv3x3(x, spec, f"{spec.name}.reparam_conv", True, initializer)
     if spec.se_channels:
         x = _squeeze_excite(x, spec, initializer)
     return layers.ReLU(name=f"{spec.name}.act")(x)
@@ -70,6 +102,7 @@ def _input(input_shape, input_tensor):
 def build_repvgg(
     variant: VariantConfig,
     *,
+    form: str = "deploy",
     include_top: bool = True,
     input_shape: Optional[Sequence[Optional[int]]] = None,
     input_tensor=None,
@@ -82,11 +115,13 @@ def build_repvgg(
     name: Optional[str] = None,
     initialize: bool = True,
 ) -> keras.Model:
-    """Build the deploy-form network of `variant`.
+    """Build `variant` in the deploy or the training form.
 
     Weights are randomly initialized, or zeros with initialize=False, which is
     cheaper where a checkpoint's weights are about to be assigned.
     """
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     initializer = None if initialize else "zeros"
     preprocessing = preprocessing or variant.preprocessing
     if input_shape is None:
@@ -102,10 +137,9 @@ def build_repvgg(
 
     inputs = _input(input_shape, input_tensor)
     x = _preprocess(inputs, preprocessing) if include_preprocessing else inputs
-    channels = input_shape[-1] or 3
     features = []
-    for spec in block_plan(variant, channels):
-        x = repvgg_block(x, spec, initializer)
+    for spec in block_plan(variant, input_shape[-1] or 3):
+        x = repvgg_block(x, spec, form, initializer)
         if spec.feature:
             features.append(x)
 
@@ -125,3 +159,20 @@ def build_repvgg(
 
     model_inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else inputs
     return keras.Model(model_inputs, outputs, name=name or variant.name)
+
+
+def assign_weights(model: keras.Model, weights: Iterable[LayerWeights]) -> None:
+    """Set each named layer's weights as they come; every layer with weights must get some."""
+    assigned = set()
+    for block in weights:
+        for name, arrays in block.items():
+            model.get_layer(name).set_weights(arrays)
+            assigned.add(name)
+    unset = [
+        layer.name
+        for layer in model.layers
+        if isinstance(layer, (layers.Conv2D, layers.Dense, layers.BatchNormalization))
+        and layer.name not in assigned
+    ]
+    if unset:
+        raise RuntimeError(f"no weights were mapped to layers {unset[:5]}")

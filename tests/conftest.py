@@ -78,6 +78,33 @@ def save_checkpoint(model, path: Path) -> Path:
     return path
 
 
+def save_official_checkpoint(model, path: Path) -> Path:
+    """timm's state dict under the official RepVGG names, as a PyTorch pickle.
+
+    The renaming is the documented correspondence between the two code bases,
+    written out here independently of the converter's own mapping.
+    """
+    import re
+
+    def official(key: str) -> str:
+        key = re.sub(r"^stem\.", "stage0.", key)
+        key = re.sub(r"^stages\.(\d)\.", lambda m: f"stage{int(m.group(1)) + 1}.", key)
+        key = key.replace("head.fc.", "linear.")
+        for timm_part, official_part in (
+            ("conv_kxk", "rbr_dense"), ("conv_1x1", "rbr_1x1"), ("identity", "rbr_identity"),
+            ("reparam_conv", "rbr_reparam"), ("attn.fc1", "se.down"), ("attn.fc2", "se.up"),
+        ):
+            key = key.replace(f".{timm_part}.", f".{official_part}.")
+        return key
+
+    torch.save({official(k): v for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def keras_logits(model, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model(x, training=False))
+
+
 def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     """Normalized NHWC float32 input, as timm's eval transform produces."""
     return np.random.default_rng(seed).standard_normal((n, size, size, 3)).astype(np.float32)

@@ -80,7 +80,7 @@ def test_weights_path_and_classes(a0_checkpoints):
 
 
 def test_create_model_accepts_names_in_every_spelling():
-    for name in ("repvgg_b1g4", "b1g4", "RepVGGB1g4", "repvgg_b1g4.rvgg_in1k"):
+    for name in ("repvgg_b1g4", "b1g4", "RepVGGB1g4", "RepVGG-B1g4", "repvgg_b1g4.rvgg_in1k"):
         assert keras_repvgg.get_variant(name).name == "repvgg_b1g4"
     with pytest.raises(ValueError, match="Unknown RepVGG variant"):
         keras_repvgg.create_model("repvgg_z9")

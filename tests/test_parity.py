@@ -7,6 +7,8 @@ import pytest
 
 from conftest import (
     G2_VARIANTS,
+    keras_logits,
+    save_official_checkpoint,
     TIMM_VARIANTS,
     assert_close_to_timm,
     make_timm_model,
@@ -15,12 +17,18 @@ from conftest import (
     save_checkpoint,
     torch_logits,
 )
-from keras_repvgg import get_variant
+from keras_repvgg import get_variant, reparameterize
 from keras_repvgg.converters import convert_checkpoint
 from keras_repvgg.parameters import deploy_parameter_count
 
 
 def _check_variant(arch: str, size: int, tmp_path) -> None:
+    """Every route from a timm model to Keras lands on timm's logits.
+
+    Safetensors and official-named .pth, training form and reparameterized,
+    into the deploy form; and the training form into our training form, whose
+    own reparameterization must then equal the deploy form.
+    """
     model = make_timm_model(arch, seed=hash(arch) % 1000)
     x = random_images(2, size, seed=1)
     expected = torch_logits(model, x)
@@ -29,23 +37,33 @@ def _check_variant(arch: str, size: int, tmp_path) -> None:
     assert_close_to_timm(torch_logits(fused_model, x), expected)
     timm_fused_params = sum(p.numel() for p in fused_model.parameters())
 
+    train_path = save_checkpoint(model, tmp_path / "train.safetensors")
     checkpoints = {
-        "train": save_checkpoint(model, tmp_path / "train.safetensors"),
+        "train": train_path,
         "fused": save_checkpoint(fused_model, tmp_path / "fused.safetensors"),
+        "official train": save_official_checkpoint(model, tmp_path / "train.pth"),
+        "official deploy": save_official_checkpoint(fused_model, tmp_path / "deploy.pth"),
     }
     del model, fused_model
     for form, path in checkpoints.items():
         # No arch and no config.json: the variant is inferred from the shapes.
         result = convert_checkpoint(path, input_size=size)
-        assert result.variant.name == arch
-        assert result.fused_blocks == (0 if form == "train" else result.total_blocks)
-        keras_model = result.model
-        assert keras_model.count_params() == timm_fused_params == deploy_parameter_count(
-            get_variant(arch)
-        )
-        ours = keras_model.predict(x, verbose=0)
-        assert_close_to_timm(ours, expected)
-        del keras_model, result
+        assert result.variant.name == arch, form
+        assert result.fused_blocks == (0 if "train" in form else result.total_blocks)
+        if form == "train":
+            assert result.model.count_params() == timm_fused_params == deploy_parameter_count(
+                get_variant(arch)
+            )
+            deploy_logits = keras_logits(result.model, x)
+        assert_close_to_timm(keras_logits(result.model, x), expected)
+        del result
+
+    train_form = convert_checkpoint(train_path, form="train", input_size=size).model
+    assert_close_to_timm(keras_logits(train_form, x), expected)
+    fused = reparameterize(train_form)
+    assert not any(".conv_kxk" in layer.name for layer in fused.layers)
+    # Our reparameterization equals our converter's fusion to float32 precision.
+    assert_close_to_timm(keras_logits(fused, x), deploy_logits, rel=1e-5)
 
 
 @pytest.mark.parametrize("arch", TIMM_VARIANTS)
