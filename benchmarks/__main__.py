@@ -14,7 +14,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("conversion", "latency")
+SECTIONS = ("conversion", "reparam", "latency")
 
 
 def _threads(n: int) -> None:
@@ -38,7 +38,7 @@ def _markdown(table: list[dict]) -> str:
 
 
 def main() -> None:
-    from benchmarks import conversion, latency
+    from benchmarks import conversion, latency, reparam
     from benchmarks.common import machine
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
@@ -50,23 +50,26 @@ def main() -> None:
     args = parser.parse_args()
     _threads(args.threads)
 
-    report = {
-        "date": datetime.date.today().isoformat(),
-        "machine": machine(),
-        "threads": args.threads,
+    # Sections not run this time keep their last results, each with its own date.
+    latest = RESULTS / "latest.json"
+    report = json.loads(latest.read_text()) if latest.is_file() else {}
+    report.update({"machine": machine(), "threads": args.threads})
+    today = datetime.date.today().isoformat()
+    runners = {
+        "conversion": lambda: conversion.run(args.conversion_variants),
+        "reparam": lambda: reparam.run(args.conversion_variants),
+        "latency": lambda: latency.run(args.variants, repeats=args.repeats),
     }
-    if "conversion" in args.sections:
-        report["conversion"] = conversion.run(args.conversion_variants)
-    if "latency" in args.sections:
-        report["latency"] = latency.run(args.variants, repeats=args.repeats)
+    for section in args.sections:
+        report[section] = {"date": today, "rows": runners[section]()}
 
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    latest.write_text(json.dumps(report, indent=2) + "\n")
     m = report["machine"]
-    md = [f"Measured {report['date']} on {m['cpu']}, {m['cores']} cores, {args.threads} threads."]
+    md = [f"Machine: {m['cpu']}, {m['cores']} cores; {args.threads} threads."]
     for section in SECTIONS:
-        if section in report:
-            md += ["", f"### {section}", "", _markdown(report[section])]
+        if isinstance(report.get(section), dict):
+            md += ["", f"### {section} ({report[section]['date']})", "", _markdown(report[section]["rows"])]
     (RESULTS / "latest.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -22,6 +22,11 @@ def _checkpoints(arch: str, folder: Path) -> dict[str, Path]:
     for form, m in (("train", model), ("fused", fused)):
         paths[form] = folder / f"{arch}_{form}.safetensors"
         save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(paths[form]))
+    # The official repository's naming, as a PyTorch pickle (read with torch).
+    from keras_repvgg.converters.official import timm_to_official
+
+    paths["official train .pth"] = folder / f"{arch}_official.pth"
+    torch.save({timm_to_official(k): v for k, v in model.state_dict().items()}, paths["official train .pth"])
     return paths
 
 

@@ -87,8 +87,9 @@ def test_training_form_needs_branches(a0_checkpoints):
         convert(a0_checkpoints["fused"], form="train")
 
 
-def test_training_form_round_trips_through_keras_file(a0_checkpoints, tmp_path):
+def test_training_form_from_safetensors_matches_timm_and_round_trips(a0_checkpoints, tmp_path):
     model = convert(a0_checkpoints["train"], form="train", input_size=64)
+    assert_close_to_timm(keras_logits(model, a0_checkpoints["x"]), a0_checkpoints["logits"])
     path = keras_repvgg.save_model(model, tmp_path / "train.keras")
     loaded = keras.models.load_model(path)
     np.testing.assert_array_equal(
