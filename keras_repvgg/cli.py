@@ -51,6 +51,95 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_model(args: argparse.Namespace):
+    """MODEL: a .keras file, or any SOURCE that convert takes. Returns (model, preprocessing, labels)."""
+    from .configs import Preprocessing, get_variant
+
+    if str(args.model).endswith(".keras"):
+        from .backend import keras
+
+        model = keras.models.load_model(args.model)
+        try:
+            base = get_variant(model.name).preprocessing
+        except ValueError:
+            base = Preprocessing()
+        size = model.input_shape[1] or base.input_size
+        return model, Preprocessing(size, base.crop_pct, base.interpolation, base.mean, base.std), None
+    from keras_repvgg.converters import convert_checkpoint
+
+    result = convert_checkpoint(
+        args.model, args.arch, input_size=args.input_size,
+        include_preprocessing=args.include_preprocessing,
+    )
+    return result.model, result.preprocessing, result.label_names
+
+
+def _calibration(args, model, preprocessing):
+    """(calibration, held-out) arrays from a folder of images, or (None, random held-out)."""
+    import numpy as np
+
+    from .preprocessing import image_files, load_images
+
+    shape = tuple(model.input_shape[1:])
+    if not args.calibration:
+        held_out = np.random.default_rng(0).standard_normal((8,) + shape).astype(np.float32)
+        if args.include_preprocessing:
+            held_out = np.clip(held_out * 60 + 120, 0, 255).astype(np.float32)
+        return None, held_out
+    files = image_files(args.calibration)
+    normalize = "preprocess.normalize" not in {l.name for l in model.layers}
+    images = load_images(files, preprocessing, normalize=normalize) if files else np.zeros((0,) + shape)
+    keep = max(4, len(images) // 5)  # held out from calibration, to measure the error on
+    return images[:-keep], images[-keep:]
+
+
+def _cmd_export_tflite(args: argparse.Namespace) -> int:
+    from keras_repvgg.tflite import check_gpu, evaluate_tflite, export_tflite, gpu_static_problems, model_ops, write_tflite
+
+    model, preprocessing, labels = _load_model(args)
+    calibration, held_out = _calibration(args, model, preprocessing)
+    data = export_tflite(
+        model, args.quantization, calibration=calibration, io_dtype=args.io_dtype,
+        batch_size=args.batch_size, labels=labels,
+    )
+    write_tflite(data, args.output)
+    ops = ", ".join(f"{op.name} v{op.version} x{op.count}" for op in model_ops(data))
+    print(f"wrote {args.output} ({len(data) / 2**20:.1f} MiB, {args.quantization})")
+    print(f"ops: {ops}")
+    report = evaluate_tflite(data, model, held_out)
+    print(
+        f"vs Keras float on {report['samples']} held-out inputs: max abs {report['max_abs']:.3g}, "
+        f"relative L2 {report['rel_l2']:.3g}, top-1 agreement {report['top1_agreement']:.1%}"
+    )
+    if args.gpu:
+        problems = gpu_static_problems(data)
+        for problem in problems:
+            print(f"warning: not GPU-delegate compatible: {problem}")
+        result = check_gpu(args.output)
+        print(_gpu_line(result))
+    return 0
+
+
+def _gpu_line(report) -> str:
+    if not report["compiled"]:
+        return f"GPU: did not compile ({report.get('error')})"
+    state = "fully accelerated" if report["fully_accelerated"] else "NOT fully accelerated"
+    line = f"GPU: {state}; max difference from the CPU interpreter {report['max_abs_diff']:.3g} " \
+        f"({report['max_rel_diff']:.2g} of the output scale)"
+    if report["static_problems"]:
+        line += "; ops the GPU delegate's table refuses: " + "; ".join(report["static_problems"])
+    return line
+
+
+def _cmd_check_gpu(args: argparse.Namespace) -> int:
+    from keras_repvgg.tflite import check_gpu
+
+    report = check_gpu(args.file)
+    print(_gpu_line(report))
+    ok = report["compiled"] and report["fully_accelerated"] and not report["static_problems"]
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-repvgg", description="RepVGG image classifiers for TensorFlow/Keras."
@@ -81,6 +170,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", required=True, help="output .keras file")
     p.set_defaults(func=_cmd_convert)
+
+    export = sub.add_parser("export", help="export a model").add_subparsers(dest="format", required=True)
+    p = export.add_parser("tflite", help="export a .tflite model for mobile GPU delegates")
+    p.add_argument("model", help="a .keras file, or any SOURCE that convert takes")
+    p.add_argument("-o", "--output", required=True, help="output .tflite file")
+    p.add_argument("--quantization", choices=("float32", "float16", "dynamic-int8", "int8"), default="float32")
+    p.add_argument("--calibration", help="folder of images for int8 calibration (some are held out)")
+    p.add_argument("--io-dtype", choices=("float32", "uint8", "int8"), default="float32")
+    p.add_argument("--include-preprocessing", action="store_true", help="0-255 RGB input (SOURCE only)")
+    p.add_argument("--arch", help="variant name, for a SOURCE")
+    p.add_argument("--input-size", type=int, help="input height and width, for a SOURCE")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--gpu", action="store_true", help="check the file on LiteRT's GPU accelerator")
+    p.set_defaults(func=_cmd_export_tflite)
+
+    p = sub.add_parser("check-gpu", help="compile a .tflite on LiteRT's GPU accelerator")
+    p.add_argument("file", help="a .tflite file")
+    p.set_defaults(func=_cmd_check_gpu)
     return parser
 
 

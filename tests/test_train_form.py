@@ -44,7 +44,9 @@ def test_training_form_layers_and_names():
     assert bn.epsilon == 1e-5 and bn.momentum == pytest.approx(0.9)
 
 
-@pytest.mark.parametrize("arch", ["repvgg_a0", "repvgg_b1g4", "repvgg_d2se"])
+@pytest.mark.parametrize(
+    "arch", ["repvgg_a0", "repvgg_b1g4", pytest.param("repvgg_d2se", marks=pytest.mark.slow)]
+)
 def test_reparameterize_after_training_steps(arch):
     keras.utils.set_random_seed(0)
     model = keras_repvgg.create_model(

@@ -1,0 +1,142 @@
+"""Keras RepVGG -> .tflite bytes, for mobile GPU delegates. A pure function; files elsewhere.
+
+Conversion goes through `TFLiteConverter.from_keras_model` (under Keras 3,
+conversions through a SavedModel or concrete functions silently produce NaN
+models), with builtin ops only: no Flex ops, which a phone's GPU delegate and
+the plain LiteRT runtime lack.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+QUANTIZATIONS = ("float32", "float16", "dynamic-int8", "int8")
+IO_DTYPES = ("float32", "uint8", "int8")
+MIN_CALIBRATION_SAMPLES = 16
+LABELS_FILE = "labels.txt"
+
+
+class ExportError(ValueError):
+    """An export that cannot be made as asked: bad options or calibration data."""
+
+
+def _serving_model(model, batch_size: int, uint8_pixels: bool):
+    """The model behind a static-batch input named `image`, with a named `logits` output."""
+    from keras_repvgg.backend import keras
+
+    shape = tuple(model.input_shape[1:])
+    if any(d is None for d in shape):
+        raise ExportError(
+            f"the model's input shape {shape} is not static; build it with an input_shape"
+        )
+    dtype = "uint8" if uint8_pixels else "float32"
+    image = keras.Input(shape=shape, batch_size=batch_size, dtype=dtype, name="image")
+    x = keras.ops.cast(image, "float32") if uint8_pixels else image
+    outputs = model(x)
+    if isinstance(outputs, (list, tuple)):
+        raise ExportError("export a classifier or a pooled backbone, not a features_only model")
+    name = "logits" if model.layers[-1].name == "head.fc" else "features"
+    return keras.Model(image, {name: outputs}, name=f"{model.name}_serving")
+
+
+def _representative(calibration: np.ndarray) -> Iterable[list[np.ndarray]]:
+    def gen():
+        for sample in calibration:
+            yield [sample[None].astype(np.float32)]
+
+    return gen
+
+
+def export_tflite(
+    model,
+    quantization: str = "float32",
+    calibration: Optional[np.ndarray] = None,
+    io_dtype: str = "float32",
+    batch_size: int = 1,
+    labels: Optional[Sequence[str]] = None,
+) -> bytes:
+    """Convert a Keras RepVGG model to a .tflite flatbuffer and return its bytes.
+
+    quantization: "float32", "float16" (weights in float16, what mobile GPUs want),
+        "dynamic-int8" (int8 weights, float activations) or "int8" (full integer,
+        calibrated on `calibration`, an array of inputs exactly as the model takes them).
+    io_dtype: "float32"; "uint8" or "int8" for a full-integer model's input and
+        output; "uint8" for a float model feeds 0-255 pixels through a CAST (use it
+        with a model that includes its preprocessing).
+    labels: class names, stored in the file as an associated `labels.txt`.
+    """
+    import tensorflow as tf
+
+    if quantization not in QUANTIZATIONS:
+        raise ExportError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    if io_dtype not in IO_DTYPES:
+        raise ExportError(f"io_dtype must be one of {IO_DTYPES}, got {io_dtype!r}")
+    if io_dtype == "int8" and quantization != "int8":
+        raise ExportError("io_dtype='int8' needs quantization='int8'")
+    if quantization == "int8":
+        if calibration is None:
+            raise ExportError("int8 quantization needs calibration data (images or an array)")
+        calibration = np.asarray(calibration, dtype=np.float32)
+        expected = tuple(model.input_shape[1:])
+        if calibration.ndim != 4 or calibration.shape[1:] != expected:
+            raise ExportError(
+                f"calibration data has shape {calibration.shape}, expected (N,) + {expected}"
+            )
+        if len(calibration) < MIN_CALIBRATION_SAMPLES:
+            raise ExportError(
+                f"int8 calibration needs at least {MIN_CALIBRATION_SAMPLES} samples, "
+                f"got {len(calibration)}"
+            )
+
+    uint8_pixels = io_dtype == "uint8" and quantization != "int8"
+    converter = tf.lite.TFLiteConverter.from_keras_model(
+        _serving_model(model, batch_size, uint8_pixels)
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantization == "int8":
+        converter.representative_dataset = _representative(calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_dtype != "float32":
+            converter.inference_input_type = tf.uint8 if io_dtype == "uint8" else tf.int8
+            converter.inference_output_type = converter.inference_input_type
+    data = converter.convert()
+    return attach_labels(data, labels) if labels else data
+
+
+def attach_labels(data: bytes, labels: Sequence[str]) -> bytes:
+    """Append the labels as a zip holding labels.txt, TFLite's associated-file layout.
+
+    Flatbuffer readers ignore trailing bytes; zip readers find the archive at the end.
+    """
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(LABELS_FILE, "\n".join(labels) + "\n")
+    return data + archive.getvalue()
+
+
+def read_labels(data: bytes) -> Optional[list[str]]:
+    """The labels stored by `attach_labels`, or None."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            return z.read(LABELS_FILE).decode().splitlines()
+    except (zipfile.BadZipFile, KeyError):
+        return None
+
+
+def write_tflite(data: bytes, path: "str | os.PathLike[str]") -> Path:
+    """Write .tflite bytes atomically (temporary file, then rename)."""
+    from keras_repvgg.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
