@@ -28,7 +28,7 @@ class ExportError(ValueError):
 
 def _serving_model(model, batch_size: int, uint8_pixels: bool):
     """The model behind a static-batch input named `image`, with a named `logits` output."""
-    from keras_repvgg.backend import keras
+    from keras_repvgg.backend import LEGACY_KERAS, keras
 
     shape = tuple(model.input_shape[1:])
     if any(d is None for d in shape):
@@ -37,11 +37,20 @@ def _serving_model(model, batch_size: int, uint8_pixels: bool):
         )
     dtype = "uint8" if uint8_pixels else "float32"
     image = keras.Input(shape=shape, batch_size=batch_size, dtype=dtype, name="image")
-    x = keras.ops.cast(image, "float32") if uint8_pixels else image
+    x = image
+    if uint8_pixels:
+        if LEGACY_KERAS:
+            import tensorflow as tf
+
+            x = tf.cast(image, tf.float32)  # tf-keras wraps TF ops as layers
+        else:
+            x = keras.ops.cast(image, "float32")
     outputs = model(x)
     if isinstance(outputs, (list, tuple)):
         raise ExportError("export a classifier or a pooled backbone, not a features_only model")
     name = "logits" if model.layers[-1].name == "head.fc" else "features"
+    # A named identity layer: tf-keras names signature outputs after the last layer.
+    outputs = keras.layers.Activation("linear", name=name)(outputs)
     return keras.Model(image, {name: outputs}, name=f"{model.name}_serving")
 
 

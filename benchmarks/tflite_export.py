@@ -1,0 +1,50 @@
+"""TFLite: export time, file size, CPU latency (LiteRT, XNNPACK, 2 threads) and error per mode."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import median_seconds
+
+
+def run(variants: list[str], size: int = 224, repeats: int = 20) -> list[dict[str, Any]]:
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from keras_repvgg.converters import convert
+    from keras_repvgg.tflite import TFLiteRunner, evaluate_tflite, export_tflite
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for arch in variants:
+        torch.manual_seed(0)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.safetensors"
+            save_file({k: v.contiguous() for k, v in timm.create_model(arch).state_dict().items()}, str(path))
+            model = convert(path, input_size=size)
+        calibration = rng.standard_normal((32, size, size, 3)).astype(np.float32)
+        held_out = rng.standard_normal((8, size, size, 3)).astype(np.float32)
+        float32_mb = None
+        for mode in ("float32", "float16", "dynamic-int8", "int8"):
+            start = time.perf_counter()
+            data = export_tflite(model, mode, calibration=calibration if mode == "int8" else None)
+            export_s = time.perf_counter() - start
+            runner = TFLiteRunner(data, num_threads=2)
+            x = held_out[:1]
+            latency = median_seconds(lambda: runner(x), repeats)
+            report = evaluate_tflite(data, model, held_out)
+            mb = len(data) / 2**20
+            float32_mb = float32_mb or mb
+            rows.append({
+                "variant": arch, "mode": mode, "export_s": round(export_s, 1),
+                "size_mb": round(mb, 1), "size_vs_float32": round(mb / float32_mb, 3),
+                "latency_ms_b1": round(latency * 1e3, 2), "rel_l2_vs_keras": f"{report['rel_l2']:.2g}",
+            })
+            print(rows[-1], flush=True)
+    return rows
