@@ -65,12 +65,19 @@ def _load_model(args: argparse.Namespace):
             base = Preprocessing()
         size = model.input_shape[1] or base.input_size
         return model, Preprocessing(size, base.crop_pct, base.interpolation, base.mean, base.std), None
-    from keras_repvgg.converters import convert_checkpoint
+    from keras_repvgg.converters import CheckpointError, convert_checkpoint
 
-    result = convert_checkpoint(
-        args.model, args.arch, input_size=args.input_size,
-        include_preprocessing=args.include_preprocessing,
-    )
+    options = dict(input_size=args.input_size, include_preprocessing=args.include_preprocessing)
+    if getattr(args, "quantization", None) == "int8":
+        # int8 is far more accurate from the branches (identity kept apart, see export_tflite).
+        try:
+            result = convert_checkpoint(args.model, args.arch, form="train", **options)
+            return result.model, result.preprocessing, result.label_names
+        except CheckpointError as err:
+            if "already fused" not in str(err):
+                raise
+            print("note: the checkpoint is already fused; int8 uses the one-conv-per-block graph")
+    result = convert_checkpoint(args.model, args.arch, **options)
     return result.model, result.preprocessing, result.label_names
 
 

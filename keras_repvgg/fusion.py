@@ -75,3 +75,22 @@ def fuse_block(
         kernel[centre, centre, index % (channels // groups), index] += scale
         bias += shift
     return kernel.astype(np.float32), bias.astype(np.float32)
+
+
+def fuse_block_keep_identity(
+    conv3x3: tuple[np.ndarray, BatchNorm],
+    conv1x1: tuple[np.ndarray, BatchNorm],
+    identity: BatchNorm,
+    groups: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fuse the two conv branches, and keep the identity branch apart as a per-channel scale.
+
+    Returns float32 (kernel, bias, identity_scale): the block computes
+    conv(x, kernel) + bias + identity_scale * x. The identity adds a spike to
+    each output channel's centre tap when folded into the kernel (its scale is
+    often far above the conv weights), which per-channel int8 then rounds the
+    other weights against; kept apart, the kernel quantizes well.
+    """
+    kernel, bias = fuse_block(conv3x3, conv1x1, None, groups)
+    scale, shift = identity.scale_shift()
+    return kernel, (bias + shift).astype(np.float32), scale.astype(np.float32)

@@ -19,7 +19,9 @@ from .configs import BlockSpec, Preprocessing, VariantConfig, block_plan
 from .fusion import BN_EPSILON
 
 layers = keras.layers
-FORMS = ("deploy", "train")
+# deploy: one conv per block. train: the three branches. deploy-identity: the conv branches
+# fused and the identity kept apart (conv + per-channel scale of the input), for int8.
+FORMS = ("deploy", "train", "deploy-identity")
 LayerWeights = dict[str, list[np.ndarray]]  # Keras layer name -> its weights, in set_weights order
 
 
@@ -75,6 +77,13 @@ def repvgg_block(x, spec: BlockSpec, form: str = "deploy", initializer: Optional
     """One block in the given form: conv (or three branches), SE where configured, ReLU."""
     if form == "train":
         x = _train_branches(x, spec, initializer)
+    elif form == "deploy-identity" and spec.has_identity:
+        conv = _conv3x3(x, spec, f"{spec.name}.reparam_conv", True, initializer)
+        scaled = layers.DepthwiseConv2D(
+            1, use_bias=False, name=f"{spec.name}.identity_scale",
+            **({"depthwise_initializer": initializer} if initializer else {}),
+        )(x)
+        x = layers.Add(name=f"{spec.name}.add")([conv, scaled])
     else:
         x = _conv3x3(x, spec, f"{spec.name}.reparam_conv", True, initializer)
     if spec.se_channels:
@@ -171,7 +180,7 @@ def assign_weights(model: keras.Model, weights: Iterable[LayerWeights]) -> None:
     unset = [
         layer.name
         for layer in model.layers
-        if isinstance(layer, (layers.Conv2D, layers.Dense, layers.BatchNormalization))
+        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense, layers.BatchNormalization))
         and layer.name not in assigned
     ]
     if unset:

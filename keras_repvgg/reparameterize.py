@@ -13,7 +13,7 @@ import numpy as np
 
 from .backend import keras
 from .configs import Preprocessing, VariantConfig, block_plan, match_variant
-from .fusion import BatchNorm, fuse_block
+from .fusion import BatchNorm, fuse_block, fuse_block_keep_identity
 from .model import LayerWeights, assign_weights, build_repvgg
 
 
@@ -65,19 +65,26 @@ def _build_options(model: keras.Model, variant: VariantConfig) -> dict[str, Any]
     return options
 
 
-def _fused_weights(model: keras.Model, variant: VariantConfig, in_channels: int) -> Iterator[LayerWeights]:
+def _fused_weights(
+    model: keras.Model, variant: VariantConfig, in_channels: int, keep_identity: bool
+) -> Iterator[LayerWeights]:
     get = model.get_layer
     names = {layer.name for layer in model.layers}
     for spec in block_plan(variant, in_channels):
         n = spec.name
-        identity = _bn(get(f"{n}.identity")) if spec.has_identity else None
-        kernel, bias = fuse_block(
+        branches = (
             (get(f"{n}.conv_kxk.conv").get_weights()[0], _bn(get(f"{n}.conv_kxk.bn"))),
             (get(f"{n}.conv_1x1.conv").get_weights()[0], _bn(get(f"{n}.conv_1x1.bn"))),
-            identity,
-            spec.groups,
         )
-        weights = {f"{n}.reparam_conv": [kernel, bias]}
+        identity = _bn(get(f"{n}.identity")) if spec.has_identity else None
+        if keep_identity and identity is not None:
+            kernel, bias, scale = fuse_block_keep_identity(*branches, identity, spec.groups)
+            weights = {
+                f"{n}.reparam_conv": [kernel, bias],
+                f"{n}.identity_scale": [scale.reshape(1, 1, -1, 1)],  # depthwise (1, 1, C, 1)
+            }
+        else:
+            weights = {f"{n}.reparam_conv": list(fuse_block(*branches, identity, spec.groups))}
         for part in ("attn.fc1", "attn.fc2"):
             if f"{n}.{part}" in names:
                 weights[f"{n}.{part}"] = get(f"{n}.{part}").get_weights()
@@ -86,12 +93,20 @@ def _fused_weights(model: keras.Model, variant: VariantConfig, in_channels: int)
         yield {"head.fc": get("head.fc").get_weights()}
 
 
-def reparameterize(model: keras.Model) -> keras.Model:
+def is_training_form(model: keras.Model) -> bool:
+    return any(layer.name.endswith(".conv_kxk.conv") for layer in model.layers)
+
+
+def reparameterize(model: keras.Model, keep_identity: bool = False) -> keras.Model:
     """A new deploy-form model computing what the training-form `model` computes in inference.
 
-    BatchNorm layers contribute their moving statistics, as in eval mode.
+    BatchNorm layers contribute their moving statistics, as in eval mode. With
+    keep_identity=True the identity branch stays apart (conv + per-channel scale
+    of the block's input, added): the same function, a graph that quantizes to
+    int8 far better (see `fusion.fuse_block_keep_identity`).
     """
     variant, in_channels = _variant_of(model)
-    deploy = build_repvgg(variant, form="deploy", initialize=False, **_build_options(model, variant))
-    assign_weights(deploy, _fused_weights(model, variant, in_channels))
+    form = "deploy-identity" if keep_identity else "deploy"
+    deploy = build_repvgg(variant, form=form, initialize=False, **_build_options(model, variant))
+    assign_weights(deploy, _fused_weights(model, variant, in_channels, keep_identity))
     return deploy

@@ -144,3 +144,13 @@ def test_non_tensor_value_is_refused(a0_checkpoints, tmp_path):
     torch.save({"linear.weight": torch.zeros(1000, 1280), "epoch": 120}, path)
     with pytest.raises(CheckpointError, match="key 'epoch' holds a int, not a tensor"):
         convert(path, "repvgg_a0")
+
+
+@pytest.mark.parametrize("arch", ["repvgg_b1g4", "repvgg_d2se"])
+def test_identity_kept_apart_computes_the_same(arch):
+    model = keras_repvgg.create_model(arch, form="train", input_shape=(32, 32, 3), classifier_activation=None)
+    _randomize_batchnorm(model, seed=4)
+    x = np.random.default_rng(3).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    split = reparameterize(model, keep_identity=True)
+    assert split.get_layer("stages.0.1.identity_scale") is not None
+    assert_close_to_timm(keras_logits(split, x), keras_logits(reparameterize(model), x), rel=1e-5)
