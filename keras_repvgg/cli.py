@@ -88,13 +88,13 @@ def _calibration(args, model, preprocessing):
     from .preprocessing import image_files, load_images
 
     shape = tuple(model.input_shape[1:])
+    normalize = "preprocess.normalize" not in {layer.name for layer in model.layers}
     if not args.calibration:
         held_out = np.random.default_rng(0).standard_normal((8,) + shape).astype(np.float32)
-        if args.include_preprocessing:
+        if not normalize:  # the model takes 0-255 RGB
             held_out = np.clip(held_out * 60 + 120, 0, 255).astype(np.float32)
         return None, held_out
     files = image_files(args.calibration)
-    normalize = "preprocess.normalize" not in {l.name for l in model.layers}
     images = load_images(files, preprocessing, normalize=normalize) if files else np.zeros((0,) + shape)
     keep = max(4, len(images) // 5)  # held out from calibration, to measure the error on
     return images[:-keep], images[-keep:]
