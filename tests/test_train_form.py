@@ -12,10 +12,7 @@ import keras_repvgg
 from conftest import (
     assert_close_to_timm,
     keras_logits,
-    make_timm_model,
-    random_images,
     save_official_checkpoint,
-    torch_logits,
 )
 from keras_repvgg import keras, reparameterize
 from keras_repvgg.cli import main
