@@ -31,7 +31,6 @@ def run_child(module: str, *args: str) -> dict[str, Any]:
         text=True, env=env,
     )
     out, err = proc.communicate()
-    # wait4-style accounting: the child's own peak, not the largest child so far.
     if proc.returncode != 0:
         raise RuntimeError(f"{module} {args} failed:\n{err[-3000:]}")
     return json.loads(out.strip().splitlines()[-1])

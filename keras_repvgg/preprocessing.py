@@ -28,7 +28,8 @@ def load_image(path: "str | os.PathLike[str]", preprocessing: Preprocessing, nor
             new_size = (scaled, int(h * scaled / w))
         else:
             new_size = (int(w * scaled / h), scaled)
-        image = image.resize(new_size, Image.BILINEAR)
+        resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+        image = image.resize(new_size, resample.get(preprocessing.interpolation, Image.BILINEAR))
         left = int(round((new_size[0] - size) / 2.0))
         top = int(round((new_size[1] - size) / 2.0))
         image = image.crop((left, top, left + size, top + size))

@@ -150,4 +150,5 @@ def test_identity_kept_apart_computes_the_same(arch):
     x = np.random.default_rng(3).standard_normal((2, 32, 32, 3)).astype(np.float32)
     split = reparameterize(model, keep_identity=True)
     assert split.get_layer("stages.0.1.identity_scale") is not None
-    assert_close_to_timm(keras_logits(split, x), keras_logits(reparameterize(model), x), rel=1e-5)
+    # Against the training form itself, whose layers the parity tests hold to timm.
+    assert_close_to_timm(keras_logits(split, x), keras_logits(model, x), rel=1e-5)
