@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence
 
 from keras_repvgg.backend import keras
 from keras_repvgg.configs import VARIANTS, Preprocessing, VariantConfig, get_variant
+from keras_repvgg.labels import labels_for
 from keras_repvgg.model import assign_weights, build_repvgg
 
 from .errors import CheckpointError
@@ -117,13 +118,16 @@ def convert_checkpoint(
         initialize=False,
     )
     assign_weights(model, timm_to_keras(reader, variant, head_classes or 0, include_top, form))
-    labels = config_value(checkpoint.config, "label_names")
+    try:
+        labels = labels_for(head_classes or 0, config_value(checkpoint.config, "label_names") or None)
+    except ValueError as err:
+        raise CheckpointError(f"{checkpoint.weights_path} (its config.json): {err}") from None
     return Converted(
         model=model,
         variant=variant,
         checkpoint=checkpoint,
         preprocessing=preprocessing,
-        label_names=list(labels) if labels else None,
+        label_names=labels,
         fused_blocks=fused_blocks,
         total_blocks=sum(variant.depths) + 1,
     )

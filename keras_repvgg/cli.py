@@ -63,8 +63,11 @@ def _load_model(args: argparse.Namespace):
             base = get_variant(model.name).preprocessing
         except ValueError:
             base = Preprocessing()
+        from .labels import labels_for
+
         size = model.input_shape[1] or base.input_size
-        return model, Preprocessing(size, base.crop_pct, base.interpolation, base.mean, base.std), None
+        labels = labels_for(model.output_shape[-1]) if len(model.output_shape) == 2 else None
+        return model, Preprocessing(size, base.crop_pct, base.interpolation, base.mean, base.std), labels
     from keras_repvgg.converters import CheckpointError, convert_checkpoint
 
     options = dict(input_size=args.input_size, include_preprocessing=args.include_preprocessing)
@@ -107,7 +110,7 @@ def _cmd_export_tflite(args: argparse.Namespace) -> int:
     calibration, held_out = _calibration(args, model, preprocessing)
     data = export_tflite(
         model, args.quantization, calibration=calibration, io_dtype=args.io_dtype,
-        batch_size=args.batch_size, labels=labels,
+        batch_size=args.batch_size, labels=labels, equalize=False if args.no_equalize else None,
     )
     write_tflite(data, args.output)
     ops = ", ".join(f"{op.name} v{op.version} x{op.count}" for op in model_ops(data))
@@ -189,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="variant name, for a SOURCE")
     p.add_argument("--input-size", type=int, help="input height and width, for a SOURCE")
     p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument(
+        "--no-equalize", action="store_true", help="int8: skip cross-layer equalization before calibration"
+    )
     p.add_argument("--gpu", action="store_true", help="check the file on LiteRT's GPU accelerator")
     p.set_defaults(func=_cmd_export_tflite)
 

@@ -9,6 +9,7 @@ import torch
 from conftest import save_checkpoint
 from keras_repvgg import reparameterize
 from keras_repvgg.converters import convert
+from keras_repvgg.equalization import rescale_channels
 from keras_repvgg.tflite import TFLiteRunner, check_gpu, export_tflite, write_tflite
 
 
@@ -57,10 +58,26 @@ def test_int8_of_a_trained_a0_keeps_its_accuracy(tmp_path):
     float_acc = (float_logits.argmax(-1) == yte).mean()
     assert float_acc == pytest.approx(timm_acc) and float_acc >= 0.95
 
+    # The same function with channels rescaled 10x up or down at random: per-tensor
+    # int8 activations suffer unless the exporter equalizes the channels again.
+    rescaled = reparameterize(train_form, keep_identity=True)
+    rng = np.random.default_rng(0)
+    rescale_channels(rescaled, {
+        layer.name[: -len(".reparam_conv")]: 10 ** rng.uniform(-1, 1, layer.filters)
+        for layer in rescaled.layers if layer.name.endswith(".reparam_conv")
+    })
+    assert np.abs(rescaled.predict(xte, verbose=0) - float_logits).max() < 1e-3 * np.abs(float_logits).max()
+
     calibration = xtr[:256]
     results = {}
-    for name, model in (("plain graph", reparameterize(train_form)), ("identity apart", train_form)):
-        data = export_tflite(model, "int8", calibration=calibration)
+    for name, model, equalize in (
+        ("plain graph", reparameterize(train_form), None),
+        ("identity apart", train_form, None),
+        ("identity apart, not equalized", train_form, False),
+        ("rescaled, equalized", rescaled, None),
+        ("rescaled, not equalized", rescaled, False),
+    ):
+        data = export_tflite(model, "int8", calibration=calibration, equalize=equalize)
         logits = TFLiteRunner(data)(xte)
         results[name] = {
             "accuracy": float((logits.argmax(-1) == yte).mean()),
@@ -73,5 +90,8 @@ def test_int8_of_a_trained_a0_keeps_its_accuracy(tmp_path):
     assert float_acc - ours["accuracy"] <= 0.005  # under half a point
     assert ours["top1_agreement"] >= 0.99
     assert ours["rel_l2"] < results["plain graph"]["rel_l2"]
+    robust = results["rescaled, equalized"]
+    assert float_acc - robust["accuracy"] <= 0.005 and robust["top1_agreement"] >= 0.99
+    assert results["rescaled, not equalized"]["rel_l2"] > 5 * robust["rel_l2"]
     report = check_gpu(write_tflite(ours["data"], tmp_path / "digits_int8.tflite"))
     assert report["fully_accelerated"] and report["static_problems"] == [], report

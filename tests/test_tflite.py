@@ -157,6 +157,9 @@ def test_cli_export_with_image_folder_and_gpu_check(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "top-1 agreement" in printed and "GPU: fully accelerated" in printed
     assert TFLiteRunner(out.read_bytes()).input["shape"][1] == SIZE
+    # A 1000-class checkpoint without label names of its own carries ImageNet's.
+    labels = read_labels(out.read_bytes())
+    assert len(labels) == 1000 and labels[:2] == ["tench", "goldfish"] and labels[-1] == "toilet tissue"
 
     failed = tmp_path / "failed.tflite"
     assert main(["export", "tflite", str(path), "--quantization", "int8", "-o", str(failed)]) == 2

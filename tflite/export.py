@@ -54,6 +54,14 @@ def _serving_model(model, batch_size: int, uint8_pixels: bool):
     return keras.Model(image, {name: outputs}, name=f"{model.name}_serving")
 
 
+def _copy(model):
+    from keras_repvgg.backend import keras
+
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def _representative(calibration: np.ndarray) -> Iterable[list[np.ndarray]]:
     def gen():
         for sample in calibration:
@@ -69,6 +77,7 @@ def export_tflite(
     io_dtype: str = "float32",
     batch_size: int = 1,
     labels: Optional[Sequence[str]] = None,
+    equalize: Optional[bool] = None,
 ) -> bytes:
     """Convert a Keras RepVGG model to a .tflite flatbuffer and return its bytes.
 
@@ -81,6 +90,10 @@ def export_tflite(
         output; "uint8" for a float model feeds 0-255 pixels through a CAST (use it
         with a model that includes its preprocessing).
     labels: class names, stored in the file as an associated `labels.txt`.
+    equalize: cross-layer equalization before int8 calibration (the default for int8):
+        the same float function with balanced channel ranges, so that one int8 scale
+        per activation tensor fits all its channels (see `keras_repvgg.equalization`).
+        The caller's model is not changed.
     """
     import tensorflow as tf
 
@@ -111,6 +124,14 @@ def export_tflite(
         # Float exports get the plain one-conv-per-block graph; int8 keeps the identity
         # branch apart, so that no centre-tap spike spoils the kernels' int8 scales.
         model = reparameterize(model, keep_identity=quantization == "int8")
+    elif equalize is not False and quantization == "int8":
+        model = _copy(model)  # equalization edits weights in place
+    if equalize is None:
+        equalize = quantization == "int8"
+    if equalize:
+        from keras_repvgg.equalization import equalize as equalize_ranges
+
+        equalize_ranges(model)
     uint8_pixels = io_dtype == "uint8" and quantization != "int8"
     converter = tf.lite.TFLiteConverter.from_keras_model(
         _serving_model(model, batch_size, uint8_pixels)

@@ -1,0 +1,32 @@
+"""Class names: ImageNet-1k's, shipped as package data, or a checkpoint's own."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from typing import Optional, Sequence
+
+IMAGENET_CLASSES = 1000
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[tuple[str, str], ...]:
+    """(WordNet synset id, comma-separated lemmas) for each ImageNet-1k class index."""
+    text = resources.files("keras_repvgg").joinpath("data/imagenet_classes.tsv").read_text("utf-8")
+    rows = tuple(tuple(line.split("\t")) for line in text.splitlines())
+    assert len(rows) == IMAGENET_CLASSES, "the packaged ImageNet class list is damaged"
+    return rows
+
+
+def imagenet_labels() -> list[str]:
+    """A short name per ImageNet-1k class: its first lemma ("tench", "goldfish", ...)."""
+    return [lemmas.split(",")[0] for _, lemmas in imagenet_classes()]
+
+
+def labels_for(num_classes: int, label_names: Optional[Sequence[str]] = None) -> Optional[list[str]]:
+    """The checkpoint's own names if it has them, ImageNet's for 1000 classes, else None."""
+    if label_names:
+        if len(label_names) != num_classes:
+            raise ValueError(f"{len(label_names)} label names for a {num_classes}-class model")
+        return list(label_names)
+    return imagenet_labels() if num_classes == IMAGENET_CLASSES else None
