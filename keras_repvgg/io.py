@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -17,7 +18,10 @@ from .backend import keras
 
 @contextlib.contextmanager
 def atomic_path(target: "str | os.PathLike[str]") -> Iterator[Path]:
-    """Yield a temporary path (same folder, same suffixes); rename it to target on success."""
+    """Yield a temporary path (same folder, same suffixes); rename it to target on success.
+
+    The writer may make a file or a folder there (a SavedModel version).
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes) or ".tmp"
@@ -29,7 +33,9 @@ def atomic_path(target: "str | os.PathLike[str]") -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, target)
     finally:
-        if tmp_path.exists():
+        if tmp_path.is_dir():
+            shutil.rmtree(tmp_path, ignore_errors=True)
+        elif tmp_path.exists():
             tmp_path.unlink()
 
 

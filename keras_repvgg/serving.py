@@ -1,0 +1,229 @@
+"""SavedModel export for TF Serving: portable graph, two signatures, warm-up requests.
+
+TF Serving runs without XLA by default, and Keras runs grouped convolutions on
+the CPU inside XLA-compiled functions (`_XlaMustCompile`), which such a server
+cannot execute. The export therefore lowers each grouped convolution to one
+plain convolution per group, concatenated: the same arithmetic, TensorFlow's
+ordinary kernels.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .backend import LEGACY_KERAS, keras
+from .configs import Preprocessing
+from .io import atomic_path
+
+WARMUP_FILE = "tf_serving_warmup_requests"
+IMAGE_SIGNATURE = "predict_images"
+
+
+class SplitGroupConv2D(keras.layers.Conv2D):
+    """A grouped Conv2D computed as one ungrouped convolution per group, then concatenated."""
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        per_group = tf.split(inputs, self.groups, axis=-1)
+        kernels = tf.split(tf.convert_to_tensor(self.kernel), self.groups, axis=-1)
+        strides = tuple(self.strides)
+        padding = self.padding.upper()
+        y = tf.concat([tf.nn.conv2d(x, k, strides, padding) for x, k in zip(per_group, kernels)], axis=-1)
+        if self.use_bias:
+            y = tf.nn.bias_add(y, self.bias)
+        return self.activation(y)
+
+
+def portable_model(model: keras.Model) -> keras.Model:
+    """A copy of `model` whose grouped convolutions need no XLA (deploy or training form)."""
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.Conv2D) and getattr(layer, "groups", 1) > 1:
+            return SplitGroupConv2D.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def decode_image(data, preprocessing: Preprocessing, size: Optional[int] = None):
+    """One encoded image (a tf.string scalar) -> (size, size, 3) 0-255 float32 pixels.
+
+    timm's eval transform in TensorFlow ops: the shorter side to floor(size / crop_pct)
+    (the longer one scaled and truncated), then the centre crop. Bad bytes raise
+    InvalidArgumentError.
+    """
+    import tensorflow as tf
+
+    size = size or preprocessing.input_size
+    # JPEG with the accurate integer IDCT, which decodes as Pillow does (the default,
+    # INTEGER_FAST, is 1.3/255 off on average); PNG, GIF and BMP decode exactly anyway.
+    image = tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False),
+    )
+    scaled = tf.constant(int(size / preprocessing.crop_pct), tf.int64)
+    shape = tf.shape(image, out_type=tf.int64)
+    h, w = shape[0], shape[1]
+    new_h = tf.where(w <= h, h * scaled // w, scaled)
+    new_w = tf.where(w <= h, scaled, w * scaled // h)
+    method = "bicubic" if preprocessing.interpolation == "bicubic" else "bilinear"
+    # antialias=True filters like Pillow when shrinking; round to 8 bits as Pillow does.
+    resized = tf.image.resize(
+        tf.cast(image, tf.float32), tf.cast(tf.stack([new_h, new_w]), tf.int32), method, antialias=True
+    )
+    resized = tf.clip_by_value(tf.round(resized), 0.0, 255.0)
+    top = tf.cast(tf.round(tf.cast(new_h - size, tf.float32) / 2.0), tf.int32)
+    left = tf.cast(tf.round(tf.cast(new_w - size, tf.float32) / 2.0), tf.int32)
+    return tf.ensure_shape(tf.image.crop_to_bounding_box(resized, top, left, size, size), (size, size, 3))
+
+
+def _takes_pixels(model: keras.Model) -> bool:
+    return any(layer.name == "preprocess.normalize" for layer in model.layers)
+
+
+class _Serving:
+    """The signature functions, built around a portable copy of the model."""
+
+    def __init__(self, model, preprocessing: Preprocessing, labels: Sequence[str], top_k: int):
+        import tensorflow as tf
+
+        self.model = model
+        self.preprocessing = preprocessing
+        self.size = int(model.input_shape[1])
+        self.normalize = not _takes_pixels(model)
+        self.labels = tf.constant(list(labels))
+        self.top_k = min(top_k, len(labels))
+
+    def classify(self, pixels):
+        """0-255 RGB pixels (any real or integer dtype), batch-first -> logits and probabilities."""
+        import tensorflow as tf
+
+        x = tf.cast(pixels, tf.float32)
+        if self.normalize:
+            p = self.preprocessing
+            x = (x / 255.0 - tf.constant(p.mean, tf.float32)) / tf.constant(p.std, tf.float32)
+        logits = self.model(x, training=False)
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
+
+    def classify_images(self, images):
+        """Encoded JPEG/PNG/GIF/BMP images -> probabilities and the top-k classes."""
+        import tensorflow as tf
+
+        spec = tf.TensorSpec((self.size, self.size, 3), tf.float32)
+        decode = lambda data: decode_image(data, self.preprocessing, self.size)
+        pixels = tf.map_fn(decode, images, fn_output_signature=spec)
+        probabilities = self.classify(pixels)["probabilities"]
+        top = tf.math.top_k(probabilities, k=self.top_k)
+        return {
+            "probabilities": probabilities,
+            "top_k_indices": top.indices,
+            "top_k_labels": tf.gather(self.labels, top.indices),
+        }
+
+
+def export_saved_model(
+    model: keras.Model,
+    export_dir: "str | os.PathLike[str]",
+    version: int = 1,
+    preprocessing: Optional[Preprocessing] = None,
+    labels: Optional[Sequence[str]] = None,
+    top_k: int = 5,
+) -> Path:
+    """Write `export_dir/<version>/` in TF Serving's layout; returns that folder.
+
+    Signatures: `serving_default` (images: float32 0-255 RGB, batch x size x size x 3)
+    and `serving_uint8` (the same in uint8) return `logits` and `probabilities`;
+    `predict_images` (images: a batch of encoded JPEG/PNG bytes) decodes and applies
+    the eval transform in the graph and returns `probabilities`, `top_k_indices` and
+    `top_k_labels`. The version folder appears whole or not at all; an existing
+    version is never overwritten. Grouped convolutions are lowered without XLA.
+    """
+    import tensorflow as tf
+
+    from .labels import labels_for
+    from .reparameterize import is_training_form, reparameterize
+
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ValueError(f"version must be a non-negative integer, got {version!r}")
+    if len(model.outputs) != 1 or len(model.output_shape) != 2:
+        raise ValueError("export a classifier (include_top=True) or a pooled backbone")
+    size = model.input_shape[1]
+    if size is None or model.input_shape[2] != size:
+        raise ValueError(f"the model's input shape {model.input_shape[1:]} must be a static square")
+    target = Path(export_dir) / str(version)
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; TF Serving versions are never overwritten")
+    if is_training_form(model):
+        model = reparameterize(model)
+    classes = model.output_shape[-1]
+    labels = labels_for(classes, labels) or [str(i) for i in range(classes)]
+    serving = _Serving(portable_model(model), preprocessing or Preprocessing(input_size=size), labels, top_k)
+
+    export = (keras.export.ExportArchive if not LEGACY_KERAS else _legacy_archive())()
+    export.track(serving.model)
+    pixels = lambda dtype: [tf.TensorSpec((None, size, size, 3), dtype, name="images")]
+    export.add_endpoint("serving_default", tf.function(serving.classify), pixels(tf.float32))
+    export.add_endpoint("serving_uint8", tf.function(serving.classify), pixels(tf.uint8))
+    export.add_endpoint(
+        IMAGE_SIGNATURE,
+        tf.function(serving.classify_images),
+        [tf.TensorSpec((None,), tf.string, name="images")],
+    )
+    Path(export_dir).mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        export.write_out(str(tmp), verbose=False) if not LEGACY_KERAS else export.write_out(str(tmp))
+        _write_warmup(Path(tmp) / "assets.extra" / WARMUP_FILE, size)
+    return target
+
+
+def _legacy_archive():
+    import tf_keras
+
+    return tf_keras.export.ExportArchive
+
+
+def _write_warmup(path: Path, size: int) -> None:
+    """A PredictionLog per signature, replayed by TF Serving before it takes real requests."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    gray = np.full((size, size, 3), 128, np.uint8)
+    requests = {
+        "serving_default": tf.make_tensor_proto(gray[None].astype(np.float32)),
+        "serving_uint8": tf.make_tensor_proto(gray[None]),
+        IMAGE_SIGNATURE: tf.make_tensor_proto([tf.io.encode_jpeg(gray).numpy()]),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for signature, tensor in requests.items():
+            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=signature))
+            request.inputs["images"].CopyFrom(tensor)
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def xla_must_compile_functions(saved_model_dir: "str | os.PathLike[str]") -> list[str]:
+    """Names of the functions in a SavedModel that demand XLA; TF Serving cannot run those."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((Path(saved_model_dir) / "saved_model.pb").read_bytes())
+    found = []
+    for meta in proto.meta_graphs:
+        for function in meta.graph_def.library.function:
+            attr = function.attr.get("_XlaMustCompile")
+            if attr is not None and attr.b:
+                found.append(function.signature.name)
+        for node in meta.graph_def.node:
+            attr = node.attr.get("_XlaMustCompile")
+            if attr is not None and attr.b:
+                found.append(node.name)
+    return found
