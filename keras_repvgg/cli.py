@@ -130,6 +130,21 @@ def _cmd_export_tflite(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_savedmodel(args: argparse.Namespace) -> int:
+    from .serving import IMAGE_SIGNATURE, export_saved_model
+
+    model, preprocessing, labels = _load_model(args)
+    target = export_saved_model(
+        model, args.output, version=args.version, preprocessing=preprocessing, labels=labels, top_k=args.top_k
+    )
+    size = model.input_shape[1]
+    print(f"wrote {target}")
+    print(f"signatures: serving_default (images: float32 0-255 RGB, N x {size} x {size} x 3), "
+          f"serving_uint8 (the same in uint8) -> logits, probabilities; "
+          f"{IMAGE_SIGNATURE} (images: encoded JPEG/PNG bytes) -> probabilities, top_k_indices, top_k_labels")
+    return 0
+
+
 def _gpu_line(report) -> str:
     if not report["compiled"]:
         return f"GPU: did not compile ({report.get('error')})"
@@ -197,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--gpu", action="store_true", help="check the file on LiteRT's GPU accelerator")
     p.set_defaults(func=_cmd_export_tflite)
+
+    p = export.add_parser("savedmodel", help="export a SavedModel version folder for TF Serving")
+    p.add_argument("model", help="a .keras file, or any SOURCE that convert takes")
+    p.add_argument("-o", "--output", required=True, help="the model's base folder; the version goes inside")
+    p.add_argument("--version", type=int, default=1, help="version folder name (default 1; never overwritten)")
+    p.add_argument("--top-k", type=int, default=5, help="classes returned by the image signature")
+    p.add_argument("--arch", help="variant name, for a SOURCE")
+    p.add_argument("--input-size", type=int, help="input height and width, for a SOURCE")
+    p.set_defaults(func=_cmd_export_savedmodel, include_preprocessing=False)
 
     p = sub.add_parser("check-gpu", help="compile a .tflite on LiteRT's GPU accelerator")
     p.add_argument("file", help="a .tflite file")
