@@ -14,7 +14,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("conversion", "reparam", "latency", "tflite")
+SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving")
 
 
 def _threads(n: int) -> None:
@@ -38,13 +38,14 @@ def _markdown(table: list[dict]) -> str:
 
 
 def main() -> None:
-    from benchmarks import conversion, latency, reparam, tflite_export
+    from benchmarks import conversion, latency, reparam, serving, tflite_export
     from benchmarks.common import machine
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--variants", nargs="+", default=["repvgg_a0", "repvgg_b0", "repvgg_b1g4"])
     parser.add_argument("--conversion-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4", "repvgg_b3"])
     parser.add_argument("--tflite-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
+    parser.add_argument("--serving-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
@@ -61,6 +62,7 @@ def main() -> None:
         "reparam": lambda: reparam.run(args.conversion_variants),
         "latency": lambda: latency.run(args.variants, repeats=args.repeats),
         "tflite": lambda: tflite_export.run(args.tflite_variants, repeats=args.repeats),
+        "serving": lambda: serving.run(args.serving_variants, repeats=args.repeats),
     }
     for section in args.sections:
         report[section] = {"date": today, "rows": runners[section]()}
