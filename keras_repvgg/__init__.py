@@ -27,6 +27,11 @@ _EXPORTS = {
     "block_plan": "configs",
     "get_variant": "configs",
     "save_model": "io",
+    "preprocess_input": "preprocessing",
+    "load_image": "preprocessing",
+    "load_images": "preprocessing",
+    "decode_predictions": "labels",
+    "imagenet_labels": "labels",
     "reparameterize": "reparameterize",
 }
 

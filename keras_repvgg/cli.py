@@ -111,6 +111,7 @@ def _cmd_export_tflite(args: argparse.Namespace) -> int:
     data = export_tflite(
         model, args.quantization, calibration=calibration, io_dtype=args.io_dtype,
         batch_size=args.batch_size, labels=labels, equalize=False if args.no_equalize else None,
+        preprocessing=preprocessing,
     )
     write_tflite(data, args.output)
     ops = ", ".join(f"{op.name} v{op.version} x{op.count}" for op in model_ops(data))
@@ -142,6 +143,25 @@ def _cmd_export_savedmodel(args: argparse.Namespace) -> int:
     print(f"signatures: serving_default (images: float32 0-255 RGB, N x {size} x {size} x 3), "
           f"serving_uint8 (the same in uint8) -> logits, probabilities; "
           f"{IMAGE_SIGNATURE} (images: encoded JPEG/PNG bytes) -> probabilities, top_k_indices, top_k_labels")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .predict import load_predictor, predict_files
+
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1, got {args.top}")
+    predictor = load_predictor(args.model, args.arch, args.input_size)
+    results = predict_files(predictor, args.images, top=args.top)
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    for result in results:
+        print(result["image"])
+        for rank, entry in enumerate(result["top"], 1):
+            print(f"  {rank}. {entry['label']} ({entry['index']}): {entry['probability']:.4f}")
     return 0
 
 
@@ -221,6 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="variant name, for a SOURCE")
     p.add_argument("--input-size", type=int, help="input height and width, for a SOURCE")
     p.set_defaults(func=_cmd_export_savedmodel, include_preprocessing=False)
+
+    p = sub.add_parser("predict", help="classify images with a .keras, .tflite, SavedModel or SOURCE")
+    p.add_argument("model", help="a .keras file, a .tflite file, a SavedModel folder, or any SOURCE")
+    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--top", type=int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print one JSON list, an object per image")
+    p.add_argument("--arch", help="variant name, for a SOURCE")
+    p.add_argument("--input-size", type=int, help="input height and width, for a SOURCE")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("check-gpu", help="compile a .tflite on LiteRT's GPU accelerator")
     p.add_argument("file", help="a .tflite file")

@@ -30,3 +30,32 @@ def labels_for(num_classes: int, label_names: Optional[Sequence[str]] = None) ->
             raise ValueError(f"{len(label_names)} label names for a {num_classes}-class model")
         return list(label_names)
     return imagenet_labels() if num_classes == IMAGENET_CLASSES else None
+
+
+def decode_predictions(
+    preds, top: int = 5, labels: Optional[Sequence[str]] = None
+) -> list[list[tuple[str, str, float]]]:
+    """The top classes of each row of `preds`: [(class_id, name, score), ...] best first.
+
+    For 1000 classes without `labels`, ImageNet's: class_id is the WordNet id
+    ("n01440764") and name its first lemma ("tench"), as in Keras applications.
+    With `labels`, class_id is the index as a string and name the label.
+    """
+    import numpy as np
+
+    preds = np.asarray(preds)
+    if preds.ndim != 2:
+        raise ValueError(f"expected predictions of shape (samples, classes), got {preds.shape}")
+    classes = preds.shape[1]
+    if labels is None and classes == IMAGENET_CLASSES:
+        ids, names = [wnid for wnid, _ in imagenet_classes()], imagenet_labels()
+    else:
+        names = labels_for(classes, labels) if labels is not None else None
+        if names is None:
+            raise ValueError(f"{classes} classes are not ImageNet's 1000; pass their labels")
+        ids = [str(i) for i in range(classes)]
+    results = []
+    for row in preds:
+        order = np.argsort(-row, kind="stable")[: min(top, classes)]
+        results.append([(ids[i], names[i], float(row[i])) for i in order])
+    return results

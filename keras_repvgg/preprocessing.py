@@ -9,13 +9,37 @@ from typing import Sequence
 
 import numpy as np
 
-from .configs import Preprocessing
+from .configs import Preprocessing, get_variant
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
-def load_image(path: "str | os.PathLike[str]", preprocessing: Preprocessing, normalize: bool = True) -> np.ndarray:
-    """One image as (size, size, 3) float32: normalized, or 0-255 RGB with normalize=False."""
+def _preprocessing(arch_or_preprocessing: "str | Preprocessing") -> Preprocessing:
+    if isinstance(arch_or_preprocessing, Preprocessing):
+        return arch_or_preprocessing
+    return get_variant(arch_or_preprocessing).preprocessing
+
+
+def preprocess_input(x, arch: "str | Preprocessing" = "repvgg_a0") -> np.ndarray:
+    """0-255 RGB (..., 3) -> what the models take: x / 255, minus mean, over std.
+
+    Keras applications' convention: arrays already at the model's size. All RepVGG
+    variants use ImageNet's mean and std; `arch` may be a variant name or a
+    `Preprocessing`. For files, `load_images` also resizes and crops as timm does.
+    """
+    p = _preprocessing(arch)
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape[-1:] != (3,):
+        raise ValueError(f"expected RGB images with 3 channels last, got shape {x.shape}")
+    return (x / 255.0 - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)
+
+
+def load_image(
+    path: "str | os.PathLike[str]", preprocessing: "str | Preprocessing", normalize: bool = True
+) -> np.ndarray:
+    """One image file through timm's eval transform: (size, size, 3) float32, normalized,
+    or 0-255 RGB with normalize=False. `preprocessing` may be a variant name."""
+    preprocessing = _preprocessing(preprocessing)
     from PIL import Image
 
     size = preprocessing.input_size
@@ -34,11 +58,7 @@ def load_image(path: "str | os.PathLike[str]", preprocessing: Preprocessing, nor
         top = int(round((new_size[1] - size) / 2.0))
         image = image.crop((left, top, left + size, top + size))
         pixels = np.asarray(image, dtype=np.float32)
-    if not normalize:
-        return pixels
-    return (pixels / 255.0 - np.asarray(preprocessing.mean, np.float32)) / np.asarray(
-        preprocessing.std, np.float32
-    )
+    return preprocess_input(pixels, preprocessing) if normalize else pixels
 
 
 def image_files(folder: "str | os.PathLike[str]") -> list[Path]:
@@ -49,6 +69,7 @@ def image_files(folder: "str | os.PathLike[str]") -> list[Path]:
 
 
 def load_images(
-    paths: Sequence["str | os.PathLike[str]"], preprocessing: Preprocessing, normalize: bool = True
+    paths: Sequence["str | os.PathLike[str]"], preprocessing: "str | Preprocessing", normalize: bool = True
 ) -> np.ndarray:
+    """Image files as one (N, size, size, 3) batch, each through `load_image`."""
     return np.stack([load_image(p, preprocessing, normalize) for p in paths]).astype(np.float32)

@@ -9,6 +9,8 @@ ordinary kernels.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -165,7 +167,8 @@ def export_saved_model(
         model = reparameterize(model)
     classes = model.output_shape[-1]
     labels = labels_for(classes, labels) or [str(i) for i in range(classes)]
-    serving = _Serving(portable_model(model), preprocessing or Preprocessing(input_size=size), labels, top_k)
+    preprocessing = dataclasses.replace(preprocessing or Preprocessing(), input_size=size)
+    serving = _Serving(portable_model(model), preprocessing, labels, top_k)
 
     export = (keras.export.ExportArchive if not LEGACY_KERAS else _legacy_archive())()
     export.track(serving.model)
@@ -180,7 +183,12 @@ def export_saved_model(
     Path(export_dir).mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         export.write_out(str(tmp), verbose=False) if not LEGACY_KERAS else export.write_out(str(tmp))
-        _write_warmup(Path(tmp) / "assets.extra" / WARMUP_FILE, size)
+        extra = Path(tmp) / "assets.extra"
+        _write_warmup(extra / WARMUP_FILE, size)
+        # For `keras-repvgg predict`: the eval transform and the labels (TF Serving ignores these).
+        meta = {"input": "pixels", **dataclasses.asdict(preprocessing)}
+        (extra / "keras_repvgg.json").write_text(json.dumps(meta, indent=1))
+        (extra / "labels.txt").write_text("\n".join(labels) + "\n")
     return target
 
 

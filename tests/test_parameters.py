@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from keras_repvgg import VARIANTS, create_model, get_variant
-from keras_repvgg.parameters import deploy_parameter_count
+from keras_repvgg.parameters import deploy_multiply_adds, deploy_parameter_count
 
 PAPER_TABLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "repvgg_paper.csv"
 
@@ -34,6 +34,13 @@ def test_parameter_counts_equal_the_papers():
         assert math.floor(count / 1e4) / 100 == pytest.approx(float(row["params_m"]), abs=1e-9), (
             row["variant"], count
         )
+
+
+def test_multiply_adds_equal_the_papers_gflops():
+    # The benchmarks' GFLOP/s come from these counts; the paper rounds to 0.1 billion.
+    for row in _paper_rows():
+        macs = deploy_multiply_adds(get_variant(row["variant"]), 224)
+        assert round(macs / 1e9, 1) == pytest.approx(float(row["gflops"]), abs=1e-9), (row["variant"], macs)
 
 
 def test_d2se_has_the_official_count():

@@ -8,9 +8,11 @@ from .export import (
     MIN_CALIBRATION_SAMPLES,
     QUANTIZATIONS,
     ExportError,
+    attach_files,
     attach_labels,
     export_tflite,
     read_labels,
+    read_metadata,
     write_tflite,
 )
 from .gpu import check_gpu
@@ -19,6 +21,6 @@ from .runtime import TFLiteRunner, compare_logits, evaluate_tflite
 
 __all__ = [
     "ExportError", "GPU_MAX_VERSION", "IO_DTYPES", "MIN_CALIBRATION_SAMPLES", "QUANTIZATIONS",
-    "TFLiteRunner", "attach_labels", "check_gpu", "compare_logits", "evaluate_tflite",
-    "export_tflite", "gpu_static_problems", "model_ops", "read_labels", "write_tflite",
+    "TFLiteRunner", "attach_files", "attach_labels", "check_gpu", "compare_logits", "evaluate_tflite",
+    "export_tflite", "gpu_static_problems", "model_ops", "read_labels", "read_metadata", "write_tflite",
 ]

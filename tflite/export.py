@@ -8,7 +8,9 @@ the plain LiteRT runtime lack.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -20,6 +22,7 @@ QUANTIZATIONS = ("float32", "float16", "dynamic-int8", "int8")
 IO_DTYPES = ("float32", "uint8", "int8")
 MIN_CALIBRATION_SAMPLES = 16
 LABELS_FILE = "labels.txt"
+METADATA_FILE = "keras_repvgg.json"  # how to feed the model: input range and eval transform
 
 
 class ExportError(ValueError):
@@ -78,6 +81,7 @@ def export_tflite(
     batch_size: int = 1,
     labels: Optional[Sequence[str]] = None,
     equalize: Optional[bool] = None,
+    preprocessing=None,
 ) -> bytes:
     """Convert a Keras RepVGG model to a .tflite flatbuffer and return its bytes.
 
@@ -94,6 +98,9 @@ def export_tflite(
         the same float function with balanced channel ranges, so that one int8 scale
         per activation tensor fits all its channels (see `keras_repvgg.equalization`).
         The caller's model is not changed.
+    preprocessing: the eval transform (a `Preprocessing`) recorded in the file's
+        metadata, with whether the input is 0-255 pixels or normalized, so that
+        `keras-repvgg predict` feeds it right; defaults to the variant's.
     """
     import tensorflow as tf
 
@@ -148,27 +155,61 @@ def export_tflite(
             converter.inference_input_type = tf.uint8 if io_dtype == "uint8" else tf.int8
             converter.inference_output_type = converter.inference_input_type
     data = converter.convert()
-    return attach_labels(data, labels) if labels else data
+    metadata = _metadata(model, preprocessing)
+    return attach_files(data, labels=labels, metadata=metadata)
 
 
-def attach_labels(data: bytes, labels: Sequence[str]) -> bytes:
-    """Append the labels as a zip holding labels.txt, TFLite's associated-file layout.
+def _metadata(model, preprocessing) -> dict:
+    from keras_repvgg.configs import Preprocessing, get_variant
+
+    if preprocessing is None:
+        try:
+            preprocessing = get_variant(model.name).preprocessing
+        except ValueError:
+            preprocessing = Preprocessing()
+    takes_pixels = any(layer.name == "preprocess.normalize" for layer in model.layers)
+    return {
+        "input": "pixels" if takes_pixels else "normalized",
+        **dataclasses.asdict(dataclasses.replace(preprocessing, input_size=int(model.input_shape[1]))),
+    }
+
+
+def attach_files(data: bytes, labels: Optional[Sequence[str]] = None, metadata: Optional[dict] = None) -> bytes:
+    """Append labels.txt and our metadata as a zip, TFLite's associated-file layout.
 
     Flatbuffer readers ignore trailing bytes; zip readers find the archive at the end.
     """
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
-        z.writestr(LABELS_FILE, "\n".join(labels) + "\n")
+        if labels:
+            z.writestr(LABELS_FILE, "\n".join(labels) + "\n")
+        if metadata:
+            z.writestr(METADATA_FILE, json.dumps(metadata, indent=1))
     return data + archive.getvalue()
 
 
-def read_labels(data: bytes) -> Optional[list[str]]:
-    """The labels stored by `attach_labels`, or None."""
+def attach_labels(data: bytes, labels: Sequence[str]) -> bytes:
+    return attach_files(data, labels=labels)
+
+
+def _read(data: bytes, name: str) -> Optional[str]:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
-            return z.read(LABELS_FILE).decode().splitlines()
+            return z.read(name).decode()
     except (zipfile.BadZipFile, KeyError):
         return None
+
+
+def read_labels(data: bytes) -> Optional[list[str]]:
+    """The labels stored in the file, or None."""
+    text = _read(data, LABELS_FILE)
+    return text.splitlines() if text is not None else None
+
+
+def read_metadata(data: bytes) -> Optional[dict]:
+    """How the file wants its input (see `export_tflite`), or None for files made elsewhere."""
+    text = _read(data, METADATA_FILE)
+    return json.loads(text) if text is not None else None
 
 
 def write_tflite(data: bytes, path: "str | os.PathLike[str]") -> Path:
