@@ -14,7 +14,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving")
+SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving", "peers", "int8_accuracy")
 
 
 def _threads(n: int) -> None:
@@ -38,7 +38,7 @@ def _markdown(table: list[dict]) -> str:
 
 
 def main() -> None:
-    from benchmarks import conversion, latency, reparam, serving, tflite_export
+    from benchmarks import conversion, latency, peers, reparam, serving, tflite_export
     from benchmarks.common import machine
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
@@ -63,6 +63,8 @@ def main() -> None:
         "latency": lambda: latency.run(args.variants, repeats=args.repeats),
         "tflite": lambda: tflite_export.run(args.tflite_variants, repeats=args.repeats),
         "serving": lambda: serving.run(args.serving_variants, repeats=args.repeats),
+        "peers": lambda: peers.run(args.tflite_variants, repeats=args.repeats),
+        "int8_accuracy": peers.digits_accuracy,
     }
     for section in args.sections:
         report[section] = {"date": today, "rows": runners[section]()}

@@ -1,4 +1,5 @@
-"""TFLite: export time, file size, CPU latency (LiteRT, XNNPACK, 2 threads) and error per mode."""
+"""TFLite: export time and peak memory, file size, CPU latency (LiteRT, XNNPACK, 2 threads)
+and error per mode. int8 is exported from the training form, as the command line does."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import median_seconds
+from benchmarks.common import current_rss_bytes, median_seconds, peak_rss_bytes, reset_peak_rss
 
 
 def run(variants: list[str], size: int = 224, repeats: int = 20) -> list[dict[str, Any]]:
@@ -28,13 +29,18 @@ def run(variants: list[str], size: int = 224, repeats: int = 20) -> list[dict[st
             path = Path(tmp) / "model.safetensors"
             save_file({k: v.contiguous() for k, v in timm.create_model(arch).state_dict().items()}, str(path))
             model = convert(path, input_size=size)
+            train_form = convert(path, form="train", input_size=size)
         calibration = rng.standard_normal((32, size, size, 3)).astype(np.float32)
         held_out = rng.standard_normal((8, size, size, 3)).astype(np.float32)
         float32_mb = None
         for mode in ("float32", "float16", "dynamic-int8", "int8"):
+            reset_peak_rss()
+            before = current_rss_bytes()
             start = time.perf_counter()
-            data = export_tflite(model, mode, calibration=calibration if mode == "int8" else None)
+            source = train_form if mode == "int8" else model
+            data = export_tflite(source, mode, calibration=calibration if mode == "int8" else None)
             export_s = time.perf_counter() - start
+            peak_mb = (peak_rss_bytes() - before) / 2**20
             runner = TFLiteRunner(data, num_threads=2)
             x = held_out[:1]
             latency = median_seconds(lambda: runner(x), repeats)
@@ -42,7 +48,7 @@ def run(variants: list[str], size: int = 224, repeats: int = 20) -> list[dict[st
             mb = len(data) / 2**20
             float32_mb = float32_mb or mb
             rows.append({
-                "variant": arch, "mode": mode, "export_s": round(export_s, 1),
+                "variant": arch, "mode": mode, "export_s": round(export_s, 1), "export_peak_extra_mb": round(peak_mb),
                 "size_mb": round(mb, 1), "size_vs_float32": round(mb / float32_mb, 3),
                 "latency_ms_b1": round(latency * 1e3, 2), "rel_l2_vs_keras": f"{report['rel_l2']:.2g}",
             })

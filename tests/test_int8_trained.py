@@ -6,44 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.digits import digits as _digits
+from benchmarks.digits import train_timm_a0 as _train_timm_a0
 from conftest import save_checkpoint
 from keras_repvgg import reparameterize
 from keras_repvgg.converters import convert
 from keras_repvgg.equalization import rescale_channels
 from keras_repvgg.tflite import TFLiteRunner, check_gpu, export_tflite, write_tflite
-
-
-def _digits():
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = digits.images.astype(np.float32) / 16.0
-    x = np.kron(x, np.ones((4, 4), np.float32))  # 8x8 -> 32x32
-    x = (np.repeat(x[..., None], 3, axis=-1) - 0.5) / 0.5
-    return train_test_split(x, digits.target, test_size=0.2, random_state=0, stratify=digits.target)
-
-
-def _train_timm_a0(x: np.ndarray, y: np.ndarray, epochs: int = 10):
-    import timm
-
-    torch.manual_seed(0)
-    model = timm.create_model("repvgg_a0", num_classes=10)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    steps = (len(x) + 63) // 64
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=epochs * steps)
-    inputs, labels = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y).long()
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(inputs))
-        for i in range(0, len(inputs), 64):
-            batch = order[i : i + 64]
-            loss = torch.nn.functional.cross_entropy(model(inputs[batch]), labels[batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    return model.eval()
 
 
 @pytest.mark.slow

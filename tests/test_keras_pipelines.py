@@ -10,7 +10,8 @@ import sys
 import numpy as np
 
 from conftest import make_timm_model, save_checkpoint
-from test_int8_trained import _digits, _train_timm_a0
+from benchmarks.digits import digits as _digits
+from benchmarks.digits import train_timm_a0 as _train_timm_a0
 
 # Two logical CPUs must be configured before TensorFlow starts: a fresh process.
 DISTRIBUTE_SCRIPT = r"""
