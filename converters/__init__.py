@@ -4,7 +4,7 @@ This path reads safetensors with numpy and never imports torch.
 """
 
 from .convert import Converted, checkpoint_preprocessing, convert, convert_checkpoint
-from .errors import CheckpointError, KeyMismatchError, ShapeMismatchError
+from .errors import CheckpointError, KeyMismatchError, NonFiniteWeightsError, ShapeMismatchError
 from .sources import Checkpoint, resolve_source
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "CheckpointError",
     "Converted",
     "KeyMismatchError",
+    "NonFiniteWeightsError",
     "ShapeMismatchError",
     "checkpoint_preprocessing",
     "convert",

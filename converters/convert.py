@@ -74,6 +74,7 @@ def convert_checkpoint(
     classifier_activation: Optional[str] = None,
     features_only: bool = False,
     name: Optional[str] = None,
+    allow_nonfinite: bool = False,
 ) -> Converted:
     """Convert a RepVGG checkpoint into a Keras model.
 
@@ -82,10 +83,14 @@ def convert_checkpoint(
     loads a training-form checkpoint one to one, for fine-tuning with the
     branches (then `keras_repvgg.reparameterize`). By default the model computes
     what timm's model computes: normalized float NHWC input at the checkpoint's
-    input size, logits out.
+    input size, logits out. Weights holding NaN or infinity are refused
+    (NonFiniteWeightsError) unless allow_nonfinite=True.
     """
+    if arch:
+        get_variant(arch)  # an unknown name fails before any file is read
     checkpoint = resolve_source(source)
     reader = checkpoint.reader()
+    reader.allow_nonfinite = allow_nonfinite
     variant = _variant_for(checkpoint, reader, arch)
     head_classes = num_classes(reader)
     include_top = include_top and not features_only

@@ -11,3 +11,7 @@ class KeyMismatchError(CheckpointError):
 
 class ShapeMismatchError(CheckpointError):
     """A tensor's shape is not the one the model expects."""
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """A tensor holds NaN or infinity (refused unless explicitly allowed)."""

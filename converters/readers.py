@@ -13,11 +13,13 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .errors import CheckpointError, KeyMismatchError, ShapeMismatchError
+from .errors import CheckpointError, KeyMismatchError, NonFiniteWeightsError, ShapeMismatchError
 
 
 class TensorReader:
     """The bookkeeping; subclasses say where tensors come from."""
+
+    allow_nonfinite = False  # NaN or infinity in a weight is almost always a broken file
 
     def __init__(self, path: Path, shapes: dict[str, tuple[int, ...]]):
         self.path = path
@@ -66,6 +68,12 @@ class TensorReader:
                 "expected a float tensor"
             )
         tensor = self._load(key)
+        if not self.allow_nonfinite and not np.isfinite(tensor).all():
+            bad = int(np.size(tensor) - np.count_nonzero(np.isfinite(tensor)))
+            raise NonFiniteWeightsError(
+                f"{self.path}: key {self.display(key)!r} holds {bad} NaN or infinite values "
+                f"(of {np.size(tensor)}); pass allow_nonfinite=True to convert it anyway"
+            )
         self._used.add(key)
         return tensor
 
@@ -115,6 +123,8 @@ class SafetensorsReader(TensorReader):
                 if not 0 < length <= size - 8:
                     raise self._fail(f"{size} bytes, with no valid header length")
                 header = json.loads(f.read(length))
+        except CheckpointError:
+            raise
         except OSError as err:
             raise CheckpointError(f"{path}: cannot read ({err})") from err
         except (ValueError, UnicodeDecodeError) as err:

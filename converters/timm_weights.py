@@ -17,7 +17,7 @@ from keras_repvgg.configs import BlockSpec, VariantConfig, block_plan, match_var
 from keras_repvgg.fusion import BatchNorm, fuse_block, torch_to_keras_kernel
 from keras_repvgg.model import LayerWeights
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ShapeMismatchError
 from .readers import TensorReader
 
 _BLOCK_KERNEL = re.compile(r"^(stem|stages\.\d+\.\d+)\.(reparam_conv|conv_kxk\.conv)\.weight$")
@@ -131,16 +131,27 @@ def timm_to_keras(
     reader.finish()
 
 
+def _shape_of_rank(reader: TensorReader, key: str, rank: int, what: str) -> tuple[int, ...]:
+    shape = reader.shape(key)
+    if len(shape) != rank:
+        raise ShapeMismatchError(
+            f"{reader.path}: key {reader.display(key)!r} has shape {shape}, expected a {rank}-D {what}"
+        )
+    return shape
+
+
 def in_channels(reader: TensorReader) -> int:
     for key in ("stem.reparam_conv.weight", "stem.conv_kxk.conv.weight"):
         if key in reader:
-            return reader.shape(key)[1]
+            return _shape_of_rank(reader, key, 4, "conv kernel (out, in, kh, kw)")[1]
     return 3  # the key will be reported missing, with its expected shape
 
 
 def num_classes(reader: TensorReader) -> Optional[int]:
     """Classes of the checkpoint's classifier, or None where it has none."""
-    return reader.shape("head.fc.weight")[0] if "head.fc.weight" in reader else None
+    if "head.fc.weight" not in reader:
+        return None
+    return _shape_of_rank(reader, "head.fc.weight", 2, "classifier weight (classes, features)")[0]
 
 
 def infer_variant(reader: TensorReader) -> VariantConfig:
@@ -149,7 +160,7 @@ def infer_variant(reader: TensorReader) -> VariantConfig:
     for key in reader.keys():
         match = _BLOCK_KERNEL.match(key)
         if match:
-            shape = reader.shape(key)
+            shape = _shape_of_rank(reader, key, 4, "conv kernel (out, in, kh, kw)")
             blocks[match.group(1)] = (shape[0], shape[1])
     has_se = any(".attn.fc1.weight" in key for key in reader.keys())
     variant = match_variant(blocks, has_se, in_channels(reader))

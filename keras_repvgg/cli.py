@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from typing import Optional, Sequence
+import tempfile
+import threading
+from typing import Iterator, Optional, Sequence
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -32,6 +36,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         form=args.form,
         input_size=args.input_size,
         include_preprocessing=args.include_preprocessing,
+        allow_nonfinite=args.allow_nonfinite,
     )
     model = result.model
     form = (
@@ -213,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="take 0-255 RGB and normalize inside the model",
     )
+    p.add_argument("--allow-nonfinite", action="store_true", help="convert weights holding NaN or inf")
     p.add_argument("-o", "--output", required=True, help="output .keras file")
     p.set_defaults(func=_cmd_convert)
 
@@ -257,17 +263,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _native_stderr_captured(enabled: bool) -> Iterator[None]:
+    """Route file descriptor 2 to a temporary file while the command runs.
+
+    TensorFlow 2.21 writes start-up notes (oneDNN, CUDA probes) from C++ straight to
+    stderr, whatever TF_CPP_MIN_LOG_LEVEL says. They are kept, and shown if the
+    command dies of something unexpected; a normal run or a clear error prints none.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        except (ValueError, OSError, SystemExit):
+            failed = False  # reported in one line by main, or an orderly exit
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                log.seek(0)
+                sys.stderr.write(log.read().decode(errors="replace"))
+
+
+def _terminate(signum, frame):
+    # SIGTERM unwinds like an exception, so that half-written temporary outputs are removed.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    # TensorFlow's C++ start-up chatter is not for a command line's users.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) is not for a command
+    # line's users; real failures still surface as Python exceptions. --debug keeps it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if args.debug else "3")
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
-        return args.func(args)
-    except (ValueError, OSError) as err:  # CheckpointError is a ValueError
+        with _native_stderr_captured(not args.debug):
+            return args.func(args)
+    except (ValueError, OSError) as err:  # CheckpointError and ImageError are ValueErrors
         if args.debug:
             raise
-        print(f"keras-repvgg: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split())  # one line, whatever the exception wrote
+        print(f"keras-repvgg: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

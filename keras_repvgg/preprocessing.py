@@ -12,6 +12,36 @@ import numpy as np
 from .configs import Preprocessing, get_variant
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+MAX_PIXELS = 100_000_000  # larger images are refused: decoding one takes gigabytes
+
+
+class ImageError(ValueError):
+    """An image file that cannot be read: missing, corrupt, truncated, too large."""
+
+
+def open_rgb(path: "str | os.PathLike[str]"):
+    """A Pillow image in 8-bit RGB, from any mode: grayscale, palette, CMYK, 16-bit, RGBA."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageError(
+                    f"{path}: {image.width}x{image.height} pixels, more than the {MAX_PIXELS:,} accepted"
+                )
+            image.load()  # decode now: a truncated or corrupt file fails here, not later
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit (or 32-bit integer) grayscale: Pillow's RGB conversion would clip at
+                # 255; scale the 16-bit range down instead.
+                pixels = np.asarray(image, dtype=np.float64)
+                image = Image.fromarray(np.clip(np.round(pixels / 257.0), 0, 255).astype(np.uint8))
+            return image.convert("RGB")
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{path}: too large to decode safely ({err})") from None
+    except (OSError, ValueError, SyntaxError) as err:  # Pillow's errors for unreadable files
+        raise ImageError(f"{path}: cannot read the image ({err})") from None
 
 
 def _preprocessing(arch_or_preprocessing: "str | Preprocessing") -> Preprocessing:
@@ -43,8 +73,7 @@ def load_image(
     from PIL import Image
 
     size = preprocessing.input_size
-    with Image.open(path) as image:
-        image = image.convert("RGB")
+    with open_rgb(path) as image:
         # The shorter side becomes floor(size / crop_pct), as timm's transform does.
         scaled = math.floor(size / preprocessing.crop_pct)
         w, h = image.size

@@ -181,10 +181,11 @@ def attach_files(data: bytes, labels: Optional[Sequence[str]] = None, metadata: 
     """
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
-        if labels:
-            z.writestr(LABELS_FILE, "\n".join(labels) + "\n")
-        if metadata:
-            z.writestr(METADATA_FILE, json.dumps(metadata, indent=1))
+        for name, text in ((LABELS_FILE, "\n".join(labels or []) + "\n" if labels else None),
+                           (METADATA_FILE, json.dumps(metadata, indent=1) if metadata else None)):
+            if text is not None:
+                # A fixed timestamp: the same model exports to the same bytes.
+                z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), text)
     return data + archive.getvalue()
 
 

@@ -1,0 +1,291 @@
+"""Hardening: broken and hostile checkpoints (fuzzed), images of every odd kind, interrupted
+exports, determinism, and one-line command-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from conftest import make_timm_model, random_images
+from keras_repvgg.cli import main
+from keras_repvgg.converters import CheckpointError, NonFiniteWeightsError, convert, convert_checkpoint
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def a0_tensors(tmp_path_factory):
+    """timm A0's training-form state dict as numpy arrays, and a folder to mutate it in;
+    the hub offline, with an empty cache, meanwhile."""
+    from huggingface_hub import constants
+
+    model = make_timm_model("repvgg_a0", seed=21, num_classes=10)
+    tensors = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    folder = tmp_path_factory.mktemp("fuzz")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HF_HUB_OFFLINE", "1")
+    patch.setattr(constants, "HF_HUB_OFFLINE", True)
+    patch.setattr(constants, "HF_HUB_CACHE", str(folder / "empty_hub_cache"))
+    yield tensors, folder
+    patch.undo()
+
+
+def _save(tensors: dict, path: Path, bf16: tuple[str, ...] = ()) -> Path:
+    from safetensors.torch import save_file
+
+    out = {}
+    for key, value in tensors.items():
+        t = torch.from_numpy(np.ascontiguousarray(value))
+        out[key] = t.to(torch.bfloat16) if key in bf16 else t
+    save_file(out, str(path))
+    return path
+
+
+MUTATIONS = ("float16", "bfloat16", "integer", "nan", "inf", "nan-allowed", "drop", "extra", "rename",
+             "reshape", "truncate", "header-byte", "empty", "no-checkpoint-folder", "hub-offline")
+MUST_FAIL = {"integer", "nan", "inf", "extra", "rename", "reshape", "truncate", "empty",
+             "no-checkpoint-folder", "hub-offline"}
+tried: dict[str, int] = {}
+
+
+def _mutate(kind: str, tensors: dict, folder: Path, data) -> tuple[list[str], str]:
+    """Write the mutated checkpoint; return (extra CLI args, source)."""
+    keys = sorted(k for k, v in tensors.items() if v.dtype == np.float32 and v.size > 1)
+    key = data.draw(st.sampled_from(keys), label="key")
+    t = dict(tensors)
+    path = folder / f"{kind}.safetensors"
+    extra: list[str] = []
+    if kind == "float16":
+        t[key] = t[key].astype(np.float16)
+    elif kind == "bfloat16":
+        return extra, str(_save(t, path, bf16=(key,)))
+    elif kind == "integer":
+        t[key] = t[key].astype(np.int32)
+    elif kind in ("nan", "inf", "nan-allowed"):
+        t[key] = t[key].copy()
+        index = data.draw(st.integers(0, t[key].size - 1), label="index")
+        t[key].flat[index] = np.nan if kind != "inf" else -np.inf
+        extra = ["--allow-nonfinite"] if kind == "nan-allowed" else []
+    elif kind == "drop":
+        del t[key]
+    elif kind == "extra":
+        t["stages.9.extra.weight"] = np.ones(3, np.float32)
+    elif kind == "rename":
+        t[key + "_renamed"] = t.pop(key)
+    elif kind == "reshape":
+        t[key] = t[key].reshape(-1)[: t[key].size - 1]
+    elif kind == "empty":
+        path.write_bytes(b"")
+        return extra, str(path)
+    elif kind == "no-checkpoint-folder":
+        (folder / "empty_folder").mkdir(exist_ok=True)
+        (folder / "empty_folder" / "config.json").write_text(json.dumps({"architecture": "repvgg_a0"}))
+        return extra, str(folder / "empty_folder")
+    elif kind == "hub-offline":
+        return extra, "timm/repvgg_a0.not_in_the_cache"
+    _save(t, path)
+    raw = path.read_bytes()
+    if kind == "truncate":
+        path.write_bytes(raw[: data.draw(st.integers(0, len(raw) - 1), label="cut")])
+    elif kind == "header-byte":
+        header_len = struct.unpack("<Q", raw[:8])[0]
+        at = data.draw(st.integers(0, 8 + header_len - 1), label="offset")
+        byte = data.draw(st.integers(0, 255), label="byte")
+        path.write_bytes(raw[:at] + bytes([byte]) + raw[at + 1 :])
+    return extra, str(path)
+
+
+@settings(max_examples=45, deadline=None, suppress_health_check=list(HealthCheck))
+@given(kind=st.sampled_from(MUTATIONS), data=st.data())
+def test_fuzzed_checkpoints_convert_or_fail_cleanly(a0_tensors, kind, data):
+    tensors, folder = a0_tensors
+    extra, source = _mutate(kind, tensors, folder, data)
+    out = folder / "out.keras"
+    tried[kind] = tried.get(kind, 0) + 1
+    try:
+        code = main(["--debug", "convert", source, "--input-size", str(SIZE), *extra, "-o", str(out)])
+    except CheckpointError as err:  # the documented family; nothing else may escape
+        assert kind not in ("float16", "bfloat16", "nan-allowed"), err
+        message = str(err)
+        if kind not in ("hub-offline",):
+            assert Path(source).name in message, message
+        if kind in ("nan", "inf"):
+            assert isinstance(err, NonFiniteWeightsError) and "NaN or infinite" in message
+        assert not out.exists()
+        return
+    assert code == 0 and kind not in MUST_FAIL, kind
+    assert out.is_file()
+    out.unlink()
+
+
+def test_fuzz_report():
+    """Runs after the fuzz test: how many cases of each kind it tried."""
+    print("fuzz cases tried:", sum(tried.values()), dict(sorted(tried.items())))
+    assert sum(tried.values()) >= 45 and len(tried) >= 10
+
+
+def test_nonfinite_weights_convert_when_allowed(a0_tensors):
+    tensors, folder = a0_tensors
+    t = dict(tensors)
+    t["head.fc.bias"] = t["head.fc.bias"].copy()
+    t["head.fc.bias"][3] = np.inf
+    path = _save(t, folder / "inf_bias.safetensors")
+    with pytest.raises(NonFiniteWeightsError, match=r"'head.fc.bias' holds 1 NaN or infinite values"):
+        convert(path, input_size=SIZE)
+    logits = convert(path, input_size=SIZE, allow_nonfinite=True).predict(random_images(1, SIZE), verbose=0)
+    assert np.isinf(logits[0, 3]) and np.isfinite(np.delete(logits[0], 3)).all()
+
+
+# --- images -------------------------------------------------------------------------------
+
+def _odd_images(folder: Path) -> dict[str, tuple[Path, bool]]:
+    """name -> (file, readable)."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    files: dict[str, tuple[Path, bool]] = {}
+
+    def add(name, readable, writer):
+        path = folder / name
+        writer(path)
+        files[name] = (path, readable)
+
+    add("rgb.jpg", True, lambda p: Image.fromarray(rgb).save(p, quality=95))
+    add("gray.png", True, lambda p: Image.fromarray(rgb[..., 0]).save(p))
+    add("cmyk.jpg", True, lambda p: Image.fromarray(rgb).convert("CMYK").save(p))
+    add("rgba.png", True, lambda p: Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(p))
+    add("palette.gif", True, lambda p: Image.fromarray(rgb).convert("P").save(p))
+    add("gray16.png", True, lambda p: Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(p))
+    add("corrupt.jpg", False, lambda p: p.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG" * 3))
+    add("truncated.jpg", False, lambda p: p.write_bytes((folder / "rgb.jpg").read_bytes()[:300]))
+    add("empty.png", False, lambda p: p.write_bytes(b""))
+    # 12,000 x 10,000 pixels of one colour: a tiny file that would decode to 360 MB.
+    add("huge.png", False, lambda p: Image.new("L", (12_000, 10_000)).save(p, optimize=True))
+    return files
+
+
+def test_predict_reads_odd_images_or_rejects_them_in_one_line(tmp_path, capsys):
+    files = _odd_images(tmp_path)
+    from conftest import save_checkpoint
+
+    source = save_checkpoint(make_timm_model("repvgg_a0", seed=22), tmp_path / "a0.safetensors")
+    assert main(["convert", str(source), "--input-size", str(SIZE), "-o", str(tmp_path / "a0.keras")]) == 0
+    capsys.readouterr()
+    from keras_repvgg.preprocessing import load_image
+
+    gray8 = load_image(files["gray.png"][0], "repvgg_a0", normalize=False)
+    gray16 = load_image(files["gray16.png"][0], "repvgg_a0", normalize=False)
+    assert np.abs(gray16 - gray8).max() <= 1  # 16-bit is scaled down, not clipped at 255
+    for name, (path, readable) in files.items():
+        code = main(["predict", str(tmp_path / "a0.keras"), str(path), "--json"])
+        out, err = capsys.readouterr()
+        if readable:
+            assert code == 0, (name, err)
+            assert len(json.loads(out)[0]["top"]) == 5
+        else:
+            assert code == 2 and len(err.strip().splitlines()) == 1 and name in err, (name, err)
+
+
+def test_savedmodel_image_signature_decodes_or_rejects(tmp_path):
+    """The in-graph decoder on the same files: readable ones decode, the rest are InvalidArgument."""
+    import tensorflow as tf
+
+    from keras_repvgg import get_variant
+    from keras_repvgg.serving import decode_image
+
+    files = _odd_images(tmp_path)
+    preprocessing = get_variant("repvgg_a0").preprocessing
+    for name, (path, readable) in files.items():
+        if name == "huge.png":
+            continue  # TensorFlow decodes it (360 MB); the SavedModel has no size limit
+        try:
+            pixels = decode_image(tf.constant(path.read_bytes()), preprocessing).numpy()
+        except tf.errors.InvalidArgumentError:
+            assert not readable or name == "cmyk.jpg", name
+            continue
+        assert readable, name
+        assert pixels.shape == (224, 224, 3) and 0 <= pixels.min() and pixels.max() <= 255
+
+
+# --- determinism --------------------------------------------------------------------------
+
+def test_conversion_and_export_are_deterministic(tmp_path):
+    from conftest import save_checkpoint
+    from keras_repvgg.tflite import export_tflite
+
+    path = save_checkpoint(make_timm_model("repvgg_a0", seed=23), tmp_path / "a0.safetensors")
+    first, second = (convert(path, input_size=SIZE) for _ in range(2))
+    assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(), second.get_weights()))
+    train = [convert(path, input_size=SIZE, form="train") for _ in range(2)]
+    calibration = random_images(16, SIZE, seed=3)
+    for mode, models in (("float32", (first, second)), ("float16", (first, second)), ("int8", train)):
+        a, b = (export_tflite(m, mode, calibration=calibration if mode == "int8" else None) for m in models)
+        assert a == b, mode  # byte-identical files
+
+
+# --- command line -------------------------------------------------------------------------
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([sys.executable, "-m", "keras_repvgg", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_errors_are_one_line_without_tensorflow_noise(tmp_path):
+    (tmp_path / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    cases = [
+        (["convert", "missing.safetensors", "-o", "x.keras"], "missing.safetensors"),
+        (["convert", "broken.safetensors", "-o", "x.keras"], "broken.safetensors"),
+        (["convert", "broken.safetensors", "--arch", "repvgg_z9", "-o", "x.keras"], "repvgg_z9"),
+        (["export", "tflite", "missing.keras", "-o", "x.tflite"], "missing.keras"),
+    ]
+    for args, named in cases:
+        run = _cli(*args, cwd=tmp_path)
+        assert run.returncode == 2, run
+        assert run.stderr.count("\n") == 1 and named in run.stderr and "Traceback" not in run.stderr, run.stderr
+    debug = _cli("--debug", "convert", "broken.safetensors", "-o", "x.keras", cwd=tmp_path)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.safetensors"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["tflite", "savedmodel"])
+def test_an_export_killed_part_way_leaves_nothing(tmp_path, fmt):
+    """Kill the command line at points spread over an export's run: never a partial output."""
+    from conftest import save_checkpoint
+
+    source = save_checkpoint(make_timm_model("repvgg_b1g4", seed=24), tmp_path / "b1g4.safetensors")
+    out_dir = tmp_path / "out"
+    target = out_dir / ("model.tflite" if fmt == "tflite" else "serving")
+    command = [sys.executable, "-m", "keras_repvgg", "export", fmt, str(source), "--input-size", "64",
+               "-o", str(target)]
+    start = time.perf_counter()
+    assert subprocess.run(command, capture_output=True, timeout=600).returncode == 0
+    duration = time.perf_counter() - start
+    base = {Path("serving")}  # the SavedModel's base folder may exist without a version
+    complete = {p.relative_to(out_dir) for p in out_dir.rglob("*")} - base
+    for fraction, sig in ((0.5, signal.SIGKILL), (0.8, signal.SIGTERM), (0.95, signal.SIGKILL)):
+        for p in sorted(out_dir.rglob("*"), reverse=True):
+            p.unlink() if p.is_file() else p.rmdir()
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(duration * fraction)
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
+        left = ({p.relative_to(out_dir) for p in out_dir.rglob("*")} if out_dir.exists() else set()) - base
+        visible = {p for p in left if not any(part.startswith(".") for part in p.parts)}
+        # Either the whole output (the export had finished) or none of it.
+        assert visible in (set(), complete), (fraction, sig, sorted(map(str, left)))
+        if sig == signal.SIGTERM:
+            assert left in (set(), complete), left  # SIGTERM also removes the temporary
