@@ -21,7 +21,7 @@ from PIL import Image
 
 from conftest import make_timm_model, random_images
 from keras_repvgg.cli import main
-from keras_repvgg.converters import CheckpointError, NonFiniteWeightsError, convert, convert_checkpoint
+from keras_repvgg.converters import CheckpointError, NonFiniteWeightsError, convert
 
 SIZE = 32
 
