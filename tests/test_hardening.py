@@ -261,16 +261,16 @@ def test_cli_errors_are_one_line_without_tensorflow_noise(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["tflite", "savedmodel"])
+@pytest.mark.parametrize("fmt", ["keras", "tflite", "savedmodel"])
 def test_an_export_killed_part_way_leaves_nothing(tmp_path, fmt):
     """Kill the command line at points spread over an export's run: never a partial output."""
     from conftest import save_checkpoint
 
     source = save_checkpoint(make_timm_model("repvgg_b1g4", seed=24), tmp_path / "b1g4.safetensors")
     out_dir = tmp_path / "out"
-    target = out_dir / ("model.tflite" if fmt == "tflite" else "serving")
-    command = [sys.executable, "-m", "keras_repvgg", "export", fmt, str(source), "--input-size", "64",
-               "-o", str(target)]
+    target = out_dir / {"keras": "model.keras", "tflite": "model.tflite", "savedmodel": "serving"}[fmt]
+    verb = ["convert"] if fmt == "keras" else ["export", fmt]
+    command = [sys.executable, "-m", "keras_repvgg", *verb, str(source), "--input-size", "64", "-o", str(target)]
     start = time.perf_counter()
     assert subprocess.run(command, capture_output=True, timeout=600).returncode == 0
     duration = time.perf_counter() - start
