@@ -62,3 +62,30 @@ def machine() -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def timm_models(arch: str, seed: int = 0):
+    """timm's model with seeded random weights, eval mode: (training form, reparameterized)."""
+    import copy
+
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    unfused = timm.create_model(arch).eval()
+    return unfused, timm.utils.reparameterize_model(copy.deepcopy(unfused)).eval()
+
+
+def convert_timm(torch_model, **options):
+    """A timm model through a safetensors file and our converter, as a user's checkpoint goes."""
+    import tempfile
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from keras_repvgg.converters import convert
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.safetensors"
+        save_file({k: v.contiguous() for k, v in torch_model.state_dict().items()}, str(path))
+        return convert(path, **options)

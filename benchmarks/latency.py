@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import median_seconds
+from benchmarks.common import convert_timm, median_seconds, timm_models
 
 
 def run(variants: list[str], batches=(1, 8), size: int = 224, repeats: int = 20) -> list[dict[str, Any]]:
-    import tempfile
-    from pathlib import Path
-
     import tensorflow as tf
-    import timm
     import torch
-    from safetensors.torch import save_file
-
-    from keras_repvgg.converters import convert
 
     rows = []
     for arch in variants:
-        torch.manual_seed(0)
-        unfused = timm.create_model(arch).eval()
-        fused = timm.utils.reparameterize_model(copy.deepcopy(unfused)).eval()
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.safetensors"
-            save_file({k: v.contiguous() for k, v in fused.state_dict().items()}, str(path))
-            model = convert(path, input_size=size)
+        unfused, fused = timm_models(arch)
+        model = convert_timm(fused, input_size=size)
         graph = tf.function(lambda x: model(x, training=False))
         for batch in batches:
             x = np.random.default_rng(0).standard_normal((batch, size, size, 3)).astype(np.float32)

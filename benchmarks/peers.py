@@ -10,14 +10,12 @@ Needs `pip install -e ".[test,bench]"` (litert-torch 0.10 wants torch < 2.15).
 from __future__ import annotations
 
 import copy
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import median_seconds
+from benchmarks.common import convert_timm, median_seconds, timm_models
 
 
 def litert_torch_tflite(fused_timm_model, calibration_nhwc: "np.ndarray | None") -> bytes:
@@ -45,31 +43,6 @@ def litert_torch_tflite(fused_timm_model, calibration_nhwc: "np.ndarray | None")
     return litert_torch.convert(quantized, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer)).model_content()
 
 
-class AnyTFLite:
-    """Run a .tflite with one image input and one output, whatever their names and types."""
-
-    def __init__(self, data: bytes, threads: int = 2):
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.interpreter = Interpreter(model_content=data, num_threads=threads)
-        self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return np.concatenate([self._one(x[None]) for x in batch])
-
-    def _one(self, x: np.ndarray) -> np.ndarray:
-        dtype, (scale, zero) = self.input["dtype"], self.input["quantization"]
-        if dtype != np.float32:
-            x = np.clip(np.round(x / scale + zero), np.iinfo(dtype).min, np.iinfo(dtype).max)
-        self.interpreter.set_tensor(self.input["index"], x.astype(dtype))
-        self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self.output["index"])
-        scale, zero = self.output["quantization"]
-        return (y.astype(np.float32) - zero) * scale if self.output["dtype"] != np.float32 else y
-
-
 def _ops(data: bytes) -> str:
     from keras_repvgg.tflite import model_ops
 
@@ -89,25 +62,15 @@ def run(variants: list[str], size: int = 224, repeats: int = 20, rounds: int = 5
     The files of one variant are timed in interleaved rounds (median of each round's
     median), so that this shared machine's drifts hit every path alike.
     """
-    import timm
-    import torch
-    from safetensors.torch import save_file
-
     from keras_repvgg import get_variant, reparameterize
-    from keras_repvgg.converters import convert
     from keras_repvgg.parameters import deploy_multiply_adds
-    from keras_repvgg.tflite import export_tflite
+    from keras_repvgg.tflite import TFLiteRunner, export_tflite
 
     rng = np.random.default_rng(0)
     rows = []
     for arch in variants:
-        torch.manual_seed(0)
-        timm_model = timm.create_model(arch).eval()
-        fused = timm.utils.reparameterize_model(copy.deepcopy(timm_model)).eval()
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.safetensors"
-            save_file({k: v.contiguous() for k, v in timm_model.state_dict().items()}, str(path))
-            ours_train = convert(path, form="train", input_size=size)
+        timm_model, fused = timm_models(arch)
+        ours_train = convert_timm(timm_model, form="train", input_size=size)
         calibration = rng.standard_normal((32, size, size, 3)).astype(np.float32)
         x = rng.standard_normal((1, size, size, 3)).astype(np.float32)
         macs = deploy_multiply_adds(get_variant(arch), size)
@@ -123,7 +86,7 @@ def run(variants: list[str], size: int = 224, repeats: int = 20, rounds: int = 5
         for key, make in makers.items():
             start = time.perf_counter()
             files[key] = (make(), time.perf_counter() - start)
-        runners = {key: AnyTFLite(data) for key, (data, _) in files.items()}
+        runners = {key: TFLiteRunner(data) for key, (data, _) in files.items()}
         # sgemm is timed in every round too: this machine's speed drifts by up to 2x.
         times: dict = {key: [] for key in files}
         peaks = []
@@ -153,18 +116,15 @@ def digits_accuracy(calibration_size: int = 256) -> list[dict[str, Any]]:
     import torch
 
     from benchmarks.digits import digits, train_timm_a0
+    import timm
+
     from keras_repvgg import reparameterize
-    from keras_repvgg.converters import convert
-    from keras_repvgg.tflite import export_tflite
-    from safetensors.torch import save_file
+    from keras_repvgg.tflite import TFLiteRunner, export_tflite
 
     xtr, xte, ytr, yte = digits()
     timm_model = train_timm_a0(xtr, ytr)
-    fused = __import__("timm").utils.reparameterize_model(copy.deepcopy(timm_model)).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "digits.safetensors"
-        save_file({k: v.contiguous() for k, v in timm_model.state_dict().items()}, str(path))
-        train_form = convert(path, form="train", input_size=32)
+    fused = timm.utils.reparameterize_model(copy.deepcopy(timm_model)).eval()
+    train_form = convert_timm(timm_model, form="train", input_size=32)
     reference = reparameterize(train_form).predict(xte, verbose=0)
     with torch.no_grad():
         timm_logits = fused(torch.from_numpy(xte.transpose(0, 3, 1, 2).copy())).numpy()
@@ -176,7 +136,7 @@ def digits_accuracy(calibration_size: int = 256) -> list[dict[str, Any]]:
         ("ours int8 (identity apart, equalized)", export_tflite(train_form, "int8", calibration=calibration)),
         ("litert-torch PT2E int8 (per-channel)", litert_torch_tflite(fused, calibration)),
     ):
-        logits = AnyTFLite(data)(xte)
+        logits = TFLiteRunner(data)(xte)
         rows.append({
             "path": name,
             "accuracy": round(float((logits.argmax(-1) == yte).mean()), 4),

@@ -3,33 +3,25 @@ and error per mode. int8 is exported from the training form, as the command line
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import current_rss_bytes, median_seconds, peak_rss_bytes, reset_peak_rss
+from benchmarks.common import (
+    convert_timm, current_rss_bytes, median_seconds, peak_rss_bytes, reset_peak_rss, timm_models,
+)
 
 
 def run(variants: list[str], size: int = 224, repeats: int = 20) -> list[dict[str, Any]]:
-    import timm
-    import torch
-    from safetensors.torch import save_file
-
-    from keras_repvgg.converters import convert
     from keras_repvgg.tflite import TFLiteRunner, evaluate_tflite, export_tflite
 
     rows = []
     rng = np.random.default_rng(0)
     for arch in variants:
-        torch.manual_seed(0)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.safetensors"
-            save_file({k: v.contiguous() for k, v in timm.create_model(arch).state_dict().items()}, str(path))
-            model = convert(path, input_size=size)
-            train_form = convert(path, form="train", input_size=size)
+        timm_model, _ = timm_models(arch)
+        model = convert_timm(timm_model, input_size=size)
+        train_form = convert_timm(timm_model, form="train", input_size=size)
         calibration = rng.standard_normal((32, size, size, 3)).astype(np.float32)
         held_out = rng.standard_normal((8, size, size, 3)).astype(np.float32)
         float32_mb = None

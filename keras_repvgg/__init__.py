@@ -32,7 +32,9 @@ _EXPORTS = {
     "load_images": "preprocessing",
     "decode_predictions": "labels",
     "imagenet_labels": "labels",
-    "reparameterize": "reparameterize",
+    # The module is not named after the function: importing a submodule binds its name on
+    # the package, which would then shadow the lazily exported function.
+    "reparameterize": "reparameterization",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -58,21 +58,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _load_model(args: argparse.Namespace):
     """MODEL: a .keras file, or any SOURCE that convert takes. Returns (model, preprocessing, labels)."""
-    from .configs import Preprocessing, get_variant
-
     if str(args.model).endswith(".keras"):
         from .backend import keras
+        from .labels import labels_for
+        from .model import model_preprocessing
 
         model = keras.models.load_model(args.model)
-        try:
-            base = get_variant(model.name).preprocessing
-        except ValueError:
-            base = Preprocessing()
-        from .labels import labels_for
-
-        size = model.input_shape[1] or base.input_size
         labels = labels_for(model.output_shape[-1]) if len(model.output_shape) == 2 else None
-        return model, Preprocessing(size, base.crop_pct, base.interpolation, base.mean, base.std), labels
+        return model, model_preprocessing(model), labels
     from keras_repvgg.converters import CheckpointError, convert_checkpoint
 
     options = dict(input_size=args.input_size, include_preprocessing=args.include_preprocessing)
@@ -93,10 +86,11 @@ def _calibration(args, model, preprocessing):
     """(calibration, held-out) arrays from a folder of images, or (None, random held-out)."""
     import numpy as np
 
+    from .model import takes_pixels
     from .preprocessing import image_files, load_images
 
     shape = tuple(model.input_shape[1:])
-    normalize = "preprocess.normalize" not in {layer.name for layer in model.layers}
+    normalize = not takes_pixels(model)
     if not args.calibration:
         held_out = np.random.default_rng(0).standard_normal((8,) + shape).astype(np.float32)
         if not normalize:  # the model takes 0-255 RGB

@@ -185,3 +185,21 @@ def assign_weights(model: keras.Model, weights: Iterable[LayerWeights]) -> None:
     ]
     if unset:
         raise RuntimeError(f"no weights were mapped to layers {unset[:5]}")
+
+
+def takes_pixels(model: keras.Model) -> bool:
+    """Whether the model normalizes inside (include_preprocessing): it takes 0-255 RGB."""
+    return any(layer.name == "preprocess.normalize" for layer in model.layers)
+
+
+def model_preprocessing(model: keras.Model) -> Preprocessing:
+    """The eval transform for a built model: its variant's (by model name), at its input size."""
+    import dataclasses
+
+    from .configs import get_variant
+
+    try:
+        base = get_variant(model.name).preprocessing
+    except ValueError:
+        base = Preprocessing()
+    return dataclasses.replace(base, input_size=int(model.input_shape[1] or base.input_size))

@@ -6,6 +6,7 @@ so that the kinds differ only in how they compute, not in what they see.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -14,8 +15,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .configs import Preprocessing, get_variant
+from .configs import Preprocessing
 from .labels import labels_for
+from .model import model_preprocessing, takes_pixels
 from .preprocessing import load_images, preprocess_input
 
 SAVEDMODEL_METADATA = "assets.extra/keras_repvgg.json"
@@ -51,14 +53,13 @@ def _labels(labels: Optional[Sequence[str]], classes: int) -> list[str]:
 def _keras_predictor(model, preprocessing: Preprocessing, labels, kind: str) -> Predictor:
     if len(model.outputs) != 1 or len(model.output_shape) != 2:
         raise ValueError(f"{model.name}: predict needs a classifier (include_top=True)")
-    takes_pixels = any(layer.name == "preprocess.normalize" for layer in model.layers)
+    pixels_in = takes_pixels(model)
     head = model.layers[-1]
     softmax_inside = getattr(head, "get_config", dict)().get("activation") == "softmax"
-    size = model.input_shape[1] or preprocessing.input_size
-    p = Preprocessing(size, preprocessing.crop_pct, preprocessing.interpolation, preprocessing.mean, preprocessing.std)
+    p = dataclasses.replace(preprocessing, input_size=model.input_shape[1] or preprocessing.input_size)
 
     def run(pixels: np.ndarray) -> np.ndarray:
-        x = pixels if takes_pixels else preprocess_input(pixels, p)
+        x = pixels if pixels_in else preprocess_input(pixels, p)
         out = np.asarray(model.predict(x, verbose=0, batch_size=8))
         return out if softmax_inside else _softmax(out)
 
@@ -69,11 +70,7 @@ def _keras_file(path: Path) -> Predictor:
     from .backend import keras
 
     model = keras.models.load_model(path)
-    try:
-        base = get_variant(model.name).preprocessing
-    except ValueError:
-        base = Preprocessing()
-    return _keras_predictor(model, base, None, "keras")
+    return _keras_predictor(model, model_preprocessing(model), None, "keras")
 
 
 def _tflite_file(path: Path) -> Predictor:

@@ -20,6 +20,7 @@ import numpy as np
 from .backend import LEGACY_KERAS, keras
 from .configs import Preprocessing
 from .io import atomic_path
+from .model import takes_pixels
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 IMAGE_SIGNATURE = "predict_images"
@@ -87,10 +88,6 @@ def decode_image(data, preprocessing: Preprocessing, size: Optional[int] = None)
     return tf.ensure_shape(tf.image.crop_to_bounding_box(resized, top, left, size, size), (size, size, 3))
 
 
-def _takes_pixels(model: keras.Model) -> bool:
-    return any(layer.name == "preprocess.normalize" for layer in model.layers)
-
-
 class _Serving:
     """The signature functions, built around a portable copy of the model."""
 
@@ -100,7 +97,7 @@ class _Serving:
         self.model = model
         self.preprocessing = preprocessing
         self.size = int(model.input_shape[1])
-        self.normalize = not _takes_pixels(model)
+        self.normalize = not takes_pixels(model)
         self.labels = tf.constant(list(labels))
         self.top_k = min(top_k, len(labels))
 
@@ -151,7 +148,7 @@ def export_saved_model(
     import tensorflow as tf
 
     from .labels import labels_for
-    from .reparameterize import is_training_form, reparameterize
+    from .reparameterization import is_training_form, reparameterize
 
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise ValueError(f"version must be a non-negative integer, got {version!r}")

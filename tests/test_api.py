@@ -102,3 +102,10 @@ def test_save_and_load_round_trip_exactly(a0_checkpoints, tmp_path, suffix):
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     for a, b in zip(loaded.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_exported_functions_are_not_shadowed_by_submodules():
+    import keras_repvgg.serving  # noqa: F401  (imports the fusion module under the package)
+    import keras_repvgg.tflite.export  # noqa: F401
+
+    assert callable(keras_repvgg.reparameterize) and keras_repvgg.reparameterize.__name__ == "reparameterize"

@@ -104,7 +104,7 @@ def export_tflite(
     """
     import tensorflow as tf
 
-    from keras_repvgg.reparameterize import is_training_form, reparameterize
+    from keras_repvgg.reparameterization import is_training_form, reparameterize
 
     if quantization not in QUANTIZATIONS:
         raise ExportError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
@@ -160,18 +160,11 @@ def export_tflite(
 
 
 def _metadata(model, preprocessing) -> dict:
-    from keras_repvgg.configs import Preprocessing, get_variant
+    from keras_repvgg.model import model_preprocessing, takes_pixels
 
-    if preprocessing is None:
-        try:
-            preprocessing = get_variant(model.name).preprocessing
-        except ValueError:
-            preprocessing = Preprocessing()
-    takes_pixels = any(layer.name == "preprocess.normalize" for layer in model.layers)
-    return {
-        "input": "pixels" if takes_pixels else "normalized",
-        **dataclasses.asdict(dataclasses.replace(preprocessing, input_size=int(model.input_shape[1]))),
-    }
+    size = int(model.input_shape[1])
+    preprocessing = dataclasses.replace(preprocessing, input_size=size) if preprocessing else model_preprocessing(model)
+    return {"input": "pixels" if takes_pixels(model) else "normalized", **dataclasses.asdict(preprocessing)}
 
 
 def attach_files(data: bytes, labels: Optional[Sequence[str]] = None, metadata: Optional[dict] = None) -> bytes:

@@ -10,7 +10,9 @@ import numpy as np
 class TFLiteRunner:
     """The `serving_default` signature of a .tflite model on LiteRT's CPU interpreter.
 
-    Quantized inputs and outputs are (de)quantized here, so callers pass and get floats.
+    Its one input and one output, whatever their names (ours are `image` and `logits`;
+    other converters' differ). Quantized inputs and outputs are (de)quantized here,
+    so callers pass and get floats.
     """
 
     def __init__(self, data: bytes, num_threads: int = 2):
@@ -18,7 +20,7 @@ class TFLiteRunner:
 
         self._interpreter = Interpreter(model_content=data, num_threads=num_threads)
         self._runner = self._interpreter.get_signature_runner("serving_default")
-        self.input = self._runner.get_input_details()["image"]
+        (self.input_name, self.input), = self._runner.get_input_details().items()
         (self.output_name, self.output), = self._runner.get_output_details().items()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -33,7 +35,7 @@ class TFLiteRunner:
             if scale:  # a quantized integer input
                 x = np.round(x / scale + zero)
             x = np.clip(x, np.iinfo(dtype).min, np.iinfo(dtype).max)
-        y = self._runner(image=x.astype(dtype))[self.output_name]
+        y = self._runner(**{self.input_name: x.astype(dtype)})[self.output_name]
         scale, zero = self.output["quantization"]
         if self.output["dtype"] != np.float32 and scale:
             y = (y.astype(np.float32) - zero) * scale
