@@ -14,7 +14,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving", "peers", "int8_accuracy")
+SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving", "peers", "int8_accuracy", "int8_seeds", "transfer")
 
 
 def _threads(n: int) -> None:
@@ -38,7 +38,7 @@ def _markdown(table: list[dict]) -> str:
 
 
 def main() -> None:
-    from benchmarks import conversion, latency, peers, reparam, serving, tflite_export
+    from benchmarks import conversion, latency, peers, reparam, serving, tflite_export, trained
     from benchmarks.common import machine
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=5, help="trained networks per figure (int8_seeds, transfer)")
     args = parser.parse_args()
     _threads(args.threads)
 
@@ -65,6 +66,8 @@ def main() -> None:
         "serving": lambda: serving.run(args.serving_variants, repeats=args.repeats),
         "peers": lambda: peers.run(args.tflite_variants, repeats=args.repeats),
         "int8_accuracy": peers.digits_accuracy,
+        "int8_seeds": lambda: trained.int8_seeds(args.seeds),
+        "transfer": lambda: trained.transfer(args.seeds),
     }
     for section in args.sections:
         report[section] = {"date": today, "rows": runners[section]()}

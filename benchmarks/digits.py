@@ -20,12 +20,16 @@ def digits(size: int = 32):
     return train_test_split(x, data.target, test_size=0.2, random_state=0, stratify=data.target)
 
 
-def train_timm_a0(x: np.ndarray, y: np.ndarray, epochs: int = 10):
-    """timm's repvgg_a0 (training form, 10 classes) trained with AdamW and one-cycle; eval mode."""
+def train_timm_a0(x: np.ndarray, y: np.ndarray, epochs: int = 10, seed: int = 0):
+    """timm's repvgg_a0 (training form, 10 classes) trained with AdamW and one-cycle; eval mode.
+
+    The same seed gives a different network on another CPU (float reductions differ), so
+    whatever a test asserts about it must hold across seeds, not for one of them.
+    """
     import timm
     import torch
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = timm.create_model("repvgg_a0", num_classes=10)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
     steps = (len(x) + 63) // 64

@@ -59,7 +59,26 @@ def make_timm_model(arch: str, seed: int = 0, num_classes: int = 1000):
                 m.bias.copy_(torch.randn(n, generator=g) * 0.1)
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+    # timm starts every bias at zero; random ones make the parity tests check where the
+    # head's and squeeze-excitation's biases go (a generator of their own keeps the
+    # BatchNorm statistics above what they were).
+    biases = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=biases) * 0.2)
     return model.eval()
+
+
+def sklearn_photos() -> list[Path]:
+    """The two photographs scikit-learn ships (china.jpg, flower.jpg): real JPEGs to test on.
+
+    Checked by name, so that a test looping over them can never loop over nothing."""
+    import sklearn
+
+    photos = sorted((Path(sklearn.__file__).parent / "datasets" / "images").glob("*.jpg"))
+    assert [p.name for p in photos] == ["china.jpg", "flower.jpg"], photos
+    return photos
 
 
 def reparameterized(model):
@@ -128,3 +147,40 @@ def a0_checkpoints(tmp_path_factory):
     train = save_checkpoint(model, root / "a0_train.safetensors")
     fused = save_checkpoint(reparameterized(model), root / "a0_fused.safetensors")
     return {"model": model, "train": train, "fused": fused, "x": x, "logits": torch_logits(model, x)}
+
+
+# --- LiteRT's GPU accelerator -------------------------------------------------------------
+
+GPU_HOW_TO = (
+    "LiteRT's GPU accelerator needs a Vulkan device; on Debian bookworm install Mesa 25's "
+    "lavapipe as .ci/run does (apt-get install -t bookworm-backports mesa-vulkan-drivers), "
+    "or run `bash .ci/run`"
+)
+
+
+@pytest.fixture(scope="session")
+def gpu_accelerator(tmp_path_factory):
+    """Skip GPU-delegate tests where no Vulkan device exists, with one line saying how
+    to get one; under CI (CI=true) that is a failure, so that CI always proves the GPU path.
+
+    The probe compiles a one-op model (an ADD), which any working accelerator takes, so
+    a refusal here means no device, never a problem of our exports.
+    """
+    import tensorflow as tf
+
+    from keras_repvgg.tflite import check_gpu
+
+    root = tmp_path_factory.mktemp("gpu_probe")
+    probe = tf.Module()
+    probe.add_one = tf.function(lambda image: {"output": image + 1.0},
+                                input_signature=[tf.TensorSpec((1, 8, 8, 3), tf.float32, name="image")])
+    tf.saved_model.save(probe, str(root / "add"), signatures={"serving_default": probe.add_one})
+    path = root / "add.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(root / "add")).convert())
+    report = check_gpu(path)
+    if not report.get("compiled"):
+        message = f"no GPU accelerator ({report.get('error', 'not compiled')}): {GPU_HOW_TO}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return report

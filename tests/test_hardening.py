@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import make_timm_model, random_images
+from conftest import assert_close_to_timm, make_timm_model, random_images
 from keras_repvgg.cli import main
-from keras_repvgg.converters import CheckpointError, NonFiniteWeightsError, convert
+from keras_repvgg.converters import CheckpointError, NonFiniteWeightsError, ShapeMismatchError, convert
 
 SIZE = 32
 
@@ -56,13 +56,28 @@ def _save(tensors: dict, path: Path, bf16: tuple[str, ...] = ()) -> Path:
 
 MUTATIONS = ("float16", "bfloat16", "integer", "nan", "inf", "nan-allowed", "drop", "extra", "rename",
              "reshape", "truncate", "header-byte", "empty", "no-checkpoint-folder", "hub-offline")
-MUST_FAIL = {"integer", "nan", "inf", "extra", "rename", "reshape", "truncate", "empty",
+# Every float tensor of A0 is needed, so a dropped one must fail too.
+MUST_FAIL = {"integer", "nan", "inf", "drop", "extra", "rename", "reshape", "truncate", "empty",
              "no-checkpoint-folder", "hub-offline"}
-tried: dict[str, int] = {}
+MUST_CONVERT = {"float16", "bfloat16", "nan-allowed"}
 
 
-def _mutate(kind: str, tensors: dict, folder: Path, data) -> tuple[list[str], str]:
-    """Write the mutated checkpoint; return (extra CLI args, source)."""
+def _as_read(tensors: dict, kind: str, key: str) -> dict:
+    """The float32 tensors a correct converter reads from the mutated file: half precision
+    rounded as the file holds it; for every other kind, the file's original values (a
+    header byte that leaves the file readable must leave its numbers alone)."""
+    import torch
+
+    t = dict(tensors)
+    if kind == "float16":
+        t[key] = t[key].astype(np.float16).astype(np.float32)
+    elif kind == "bfloat16":
+        t[key] = torch.from_numpy(t[key]).to(torch.bfloat16).float().numpy()
+    return t
+
+
+def _mutate(kind: str, tensors: dict, folder: Path, data) -> tuple[list[str], str, dict]:
+    """Write the mutated checkpoint; return (extra CLI args, source, what it should read as)."""
     keys = sorted(k for k, v in tensors.items() if v.dtype == np.float32 and v.size > 1)
     key = data.draw(st.sampled_from(keys), label="key")
     t = dict(tensors)
@@ -71,7 +86,7 @@ def _mutate(kind: str, tensors: dict, folder: Path, data) -> tuple[list[str], st
     if kind == "float16":
         t[key] = t[key].astype(np.float16)
     elif kind == "bfloat16":
-        return extra, str(_save(t, path, bf16=(key,)))
+        return extra, str(_save(t, path, bf16=(key,))), _as_read(tensors, kind, key)
     elif kind == "integer":
         t[key] = t[key].astype(np.int32)
     elif kind in ("nan", "inf", "nan-allowed"):
@@ -89,13 +104,13 @@ def _mutate(kind: str, tensors: dict, folder: Path, data) -> tuple[list[str], st
         t[key] = t[key].reshape(-1)[: t[key].size - 1]
     elif kind == "empty":
         path.write_bytes(b"")
-        return extra, str(path)
+        return extra, str(path), {}
     elif kind == "no-checkpoint-folder":
         (folder / "empty_folder").mkdir(exist_ok=True)
         (folder / "empty_folder" / "config.json").write_text(json.dumps({"architecture": "repvgg_a0"}))
-        return extra, str(folder / "empty_folder")
+        return extra, str(folder / "empty_folder"), {}
     elif kind == "hub-offline":
-        return extra, "timm/repvgg_a0.not_in_the_cache"
+        return extra, "timm/repvgg_a0.not_in_the_cache", {}
     _save(t, path)
     raw = path.read_bytes()
     if kind == "truncate":
@@ -105,36 +120,75 @@ def _mutate(kind: str, tensors: dict, folder: Path, data) -> tuple[list[str], st
         at = data.draw(st.integers(0, 8 + header_len - 1), label="offset")
         byte = data.draw(st.integers(0, 255), label="byte")
         path.write_bytes(raw[:at] + bytes([byte]) + raw[at + 1 :])
-    return extra, str(path)
+    return extra, str(path), (t if kind == "nan-allowed" else _as_read(tensors, kind, key))
+
+
+@pytest.fixture(scope="module")
+def fuzz_log():
+    """Cases tried per mutation kind, kept by the fuzz test's module-scoped fixture."""
+    return {}
 
 
 @settings(max_examples=45, deadline=None, suppress_health_check=list(HealthCheck))
 @given(kind=st.sampled_from(MUTATIONS), data=st.data())
-def test_fuzzed_checkpoints_convert_or_fail_cleanly(a0_tensors, kind, data):
+def test_fuzzed_checkpoints_convert_or_fail_cleanly(a0_tensors, fuzz_log, kind, data):
     tensors, folder = a0_tensors
-    extra, source = _mutate(kind, tensors, folder, data)
+    extra, source, expected = _mutate(kind, tensors, folder, data)
     out = folder / "out.keras"
-    tried[kind] = tried.get(kind, 0) + 1
+    fuzz_log[kind] = fuzz_log.get(kind, 0) + 1
     try:
         code = main(["--debug", "convert", source, "--input-size", str(SIZE), *extra, "-o", str(out)])
     except CheckpointError as err:  # the documented family; nothing else may escape
-        assert kind not in ("float16", "bfloat16", "nan-allowed"), err
+        assert kind not in MUST_CONVERT, err
         message = str(err)
         if kind not in ("hub-offline",):
             assert Path(source).name in message, message
         if kind in ("nan", "inf"):
             assert isinstance(err, NonFiniteWeightsError) and "NaN or infinite" in message
         assert not out.exists()
+        assert not list(folder.glob(".out.*")), "a temporary output was left behind"
         return
     assert code == 0 and kind not in MUST_FAIL, kind
-    assert out.is_file()
+    # What converted computes what timm computes with the values the file holds.
+    from keras_repvgg.backend import keras
+
+    x = random_images(2, SIZE, seed=5)
+    ours = np.asarray(keras.models.load_model(out)(x, training=False))
     out.unlink()
+    reference = _timm_logits(expected, x)
+    if kind == "nan-allowed":
+        assert np.array_equal(np.isfinite(ours), np.isfinite(reference)), (ours, reference)
+        ours, reference = ours[np.isfinite(ours)], reference[np.isfinite(reference)]
+        if not reference.size:
+            return  # NaN reached every logit, in both
+    assert_close_to_timm(ours, reference)
 
 
-def test_fuzz_report():
-    """Runs after the fuzz test: how many cases of each kind it tried."""
-    print("fuzz cases tried:", sum(tried.values()), dict(sorted(tried.items())))
-    assert sum(tried.values()) >= 45 and len(tried) >= 10
+def _timm_logits(tensors: dict, x: np.ndarray) -> np.ndarray:
+    from conftest import torch_logits
+
+    model = make_timm_model("repvgg_a0", seed=21, num_classes=10)
+    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()})
+    return torch_logits(model, x)
+
+
+def test_fuzz_covers_every_mutation_kind(a0_tensors, fuzz_log):
+    """The fuzz test above, run again here whatever the order: it must have tried most
+    kinds (hypothesis draws them at random; 45 cases over 15 kinds)."""
+    if not fuzz_log:
+        test_fuzzed_checkpoints_convert_or_fail_cleanly(a0_tensors, fuzz_log)
+    print("fuzz cases tried:", sum(fuzz_log.values()), dict(sorted(fuzz_log.items())))
+    assert sum(fuzz_log.values()) >= 45 and len(fuzz_log) >= 10
+
+
+def test_a_tensor_of_the_wrong_rank_is_a_shape_error(a0_tensors):
+    """Found by the fuzzer: a kernel of the wrong rank crashed variant inference (IndexError)."""
+    tensors, folder = a0_tensors
+    t = dict(tensors)
+    t["stages.1.0.conv_kxk.conv.weight"] = t["stages.1.0.conv_kxk.conv.weight"].reshape(-1)
+    path = _save(t, folder / "wrong_rank.safetensors")
+    with pytest.raises(ShapeMismatchError, match=r"wrong_rank.safetensors.*'stages\.1\.0\.conv_kxk\.conv\.weight'.*4-D"):
+        convert(path, input_size=SIZE)
 
 
 def test_nonfinite_weights_convert_when_allowed(a0_tensors):
@@ -260,10 +314,34 @@ def test_cli_errors_are_one_line_without_tensorflow_noise(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.safetensors"]
 
 
+def _hidden(out_dir: Path) -> list[Path]:
+    return [p for p in out_dir.rglob(".*")] if out_dir.exists() else []
+
+
+def _signal_while_writing(command: list[str], out_dir: Path, sig: int) -> bool:
+    """Run the command and send it `sig` the moment its hidden temporary output appears.
+
+    Returns whether the signal landed during the write: the temporary still there just
+    before the signal, and the process ended by it (not finished on its own)."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _hidden(out_dir):
+            writing = bool(_hidden(out_dir)) and proc.poll() is None
+            proc.send_signal(sig)
+            proc.wait(timeout=120)
+            return writing and proc.returncode != 0
+        time.sleep(0.001)
+    proc.kill()
+    proc.wait(timeout=120)
+    return False
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["keras", "tflite", "savedmodel"])
-def test_an_export_killed_part_way_leaves_nothing(tmp_path, fmt):
-    """Kill the command line at points spread over an export's run: never a partial output."""
+def test_an_export_killed_while_writing_leaves_nothing(tmp_path, fmt):
+    """SIGKILL or SIGTERM the command line while its output is being written (its hidden
+    temporary exists): never a partial output; after SIGTERM no temporary either."""
     from conftest import save_checkpoint
 
     source = save_checkpoint(make_timm_model("repvgg_b1g4", seed=24), tmp_path / "b1g4.safetensors")
@@ -271,21 +349,20 @@ def test_an_export_killed_part_way_leaves_nothing(tmp_path, fmt):
     target = out_dir / {"keras": "model.keras", "tflite": "model.tflite", "savedmodel": "serving"}[fmt]
     verb = ["convert"] if fmt == "keras" else ["export", fmt]
     command = [sys.executable, "-m", "keras_repvgg", *verb, str(source), "--input-size", "64", "-o", str(target)]
-    start = time.perf_counter()
     assert subprocess.run(command, capture_output=True, timeout=600).returncode == 0
-    duration = time.perf_counter() - start
     base = {Path("serving")}  # the SavedModel's base folder may exist without a version
     complete = {p.relative_to(out_dir) for p in out_dir.rglob("*")} - base
-    for fraction, sig in ((0.5, signal.SIGKILL), (0.8, signal.SIGTERM), (0.95, signal.SIGKILL)):
-        for p in sorted(out_dir.rglob("*"), reverse=True):
-            p.unlink() if p.is_file() else p.rmdir()
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(duration * fraction)
-        proc.send_signal(sig)
-        proc.wait(timeout=120)
-        left = ({p.relative_to(out_dir) for p in out_dir.rglob("*")} if out_dir.exists() else set()) - base
-        visible = {p for p in left if not any(part.startswith(".") for part in p.parts)}
-        # Either the whole output (the export had finished) or none of it.
-        assert visible in (set(), complete), (fraction, sig, sorted(map(str, left)))
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        for attempt in range(3):  # a write can finish between two looks: try again
+            for p in sorted(out_dir.rglob("*"), reverse=True):
+                p.unlink() if p.is_file() else p.rmdir()
+            landed = _signal_while_writing(command, out_dir, sig)
+            left = ({p.relative_to(out_dir) for p in out_dir.rglob("*")} if out_dir.exists() else set()) - base
+            visible = {p for p in left if not any(part.startswith(".") for part in p.parts)}
+            assert visible in (set(), complete), (sig, sorted(map(str, left)))
+            landed = landed and not visible  # not renamed into place just before the signal
+            if landed:
+                break
+        assert landed, f"{sig!r} never landed while {fmt} was being written"
         if sig == signal.SIGTERM:
-            assert left in (set(), complete), left  # SIGTERM also removes the temporary
+            assert left == set(), left  # SIGTERM also removes the temporary

@@ -7,20 +7,18 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import sklearn
 
-from conftest import make_timm_model, random_images, save_checkpoint
+from conftest import make_timm_model, random_images, save_checkpoint, sklearn_photos
 from keras_repvgg import get_variant
 from keras_repvgg.cli import main
 from keras_repvgg.converters import convert_checkpoint
 from keras_repvgg.serving import WARMUP_FILE, decode_image, export_saved_model, xla_must_compile_functions
 
 SIZE = 64
-PHOTOS = sorted((Path(sklearn.__file__).parent / "datasets" / "images").glob("*.jpg"))  # china, flower
+PHOTOS = sklearn_photos()  # china.jpg, flower.jpg; asserted, never an empty loop
 PLAIN_TF = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 # Runs in a fresh process: loads the export, runs each signature on the inputs in

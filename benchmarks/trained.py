@@ -1,0 +1,136 @@
+"""Trained networks over several seeds: int8 candidates and transfer learning on digits.
+
+A network trained here is not bit-reproducible across CPUs, so its figures are
+reported as the median and range over seeds; the tests' thresholds come from these.
+
+    python -m benchmarks --sections int8_seeds transfer --seeds 5
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import numpy as np
+
+from benchmarks.digits import digits, train_timm_a0
+
+# The int8 graphs the exporter can make from one trained A0, named as in the README.
+INT8_CANDIDATES = (
+    "plain graph",
+    "plain graph, equalized",
+    "identity apart (the default: equalized)",
+    "identity apart, not equalized",
+    "rescaled channels, equalized",
+    "rescaled channels, not equalized",
+)
+
+
+def _spread(values: list[float], digits_: int = 4) -> str:
+    """'median [min, max]'."""
+    return f"{round(statistics.median(values), digits_)} [{round(min(values), digits_)}, {round(max(values), digits_)}]"
+
+
+def rescaled_copy(train_form, seed: int = 0):
+    """The identity-apart deploy form with every block's output channels rescaled 10x
+    up or down at random: the same function, channel ranges far apart."""
+    from keras_repvgg import reparameterize
+    from keras_repvgg.equalization import rescale_channels
+
+    model = reparameterize(train_form, keep_identity=True)
+    rng = np.random.default_rng(seed)
+    rescale_channels(model, {
+        layer.name[: -len(".reparam_conv")]: 10 ** rng.uniform(-1, 1, layer.filters)
+        for layer in model.layers if layer.name.endswith(".reparam_conv")
+    })
+    return model
+
+
+def int8_candidates(train_form, xtr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
+                    calibration_size: int = 256) -> dict[str, dict[str, float]]:
+    """Accuracy, top-1 agreement with float and relative L2 of the logits, per candidate."""
+    from keras_repvgg import reparameterize
+    from keras_repvgg.tflite import TFLiteRunner, export_tflite
+
+    deploy = reparameterize(train_form)
+    reference = deploy.predict(xte, verbose=0)
+    rescaled = rescaled_copy(train_form)
+    sources = {
+        "plain graph": (deploy, False),
+        "plain graph, equalized": (deploy, True),
+        "identity apart (the default: equalized)": (train_form, None),
+        "identity apart, not equalized": (train_form, False),
+        "rescaled channels, equalized": (rescaled, True),
+        "rescaled channels, not equalized": (rescaled, False),
+    }
+    out = {"float": {"accuracy": float((reference.argmax(-1) == yte).mean()), "top1_agreement": 1.0, "rel_l2": 0.0}}
+    for name in INT8_CANDIDATES:
+        model, equalize = sources[name]
+        data = export_tflite(model, "int8", calibration=xtr[:calibration_size], equalize=equalize)
+        logits = TFLiteRunner(data)(xte)
+        out[name] = {
+            "accuracy": float((logits.argmax(-1) == yte).mean()),
+            "top1_agreement": float((logits.argmax(-1) == reference.argmax(-1)).mean()),
+            "rel_l2": float(np.linalg.norm(logits - reference) / np.linalg.norm(reference)),
+        }
+    return out
+
+
+def int8_seeds(seeds: int = 5) -> list[dict[str, Any]]:
+    """int8 candidates on timm's A0 trained on digits with `seeds` seeds: median [min, max]."""
+    from benchmarks.common import convert_timm
+
+    xtr, xte, ytr, yte = digits()
+    runs = []
+    for seed in range(seeds):
+        train_form = convert_timm(train_timm_a0(xtr, ytr, seed=seed), form="train", input_size=32)
+        runs.append(int8_candidates(train_form, xtr, xte, yte))
+        print(f"seed {seed}", runs[-1], flush=True)
+    rows = []
+    for name in ("float", *INT8_CANDIDATES):
+        acc = [r[name]["accuracy"] for r in runs]
+        rows.append({
+            "graph": name,
+            "accuracy": _spread(acc),
+            "drop_points": _spread([100 * (r["float"]["accuracy"] - r[name]["accuracy"]) for r in runs], 2),
+            "top1_agreement": _spread([r[name]["top1_agreement"] for r in runs]),
+            "rel_l2": _spread([r[name]["rel_l2"] for r in runs], 3),
+            "best_rel_l2_in": f"{sum(min(r, key=lambda k: r[k]['rel_l2'] if k != 'float' else 9) == name for r in runs)}/{seeds}",
+        })
+    return rows
+
+
+def transfer_once(seed: int, epochs_head: int = 10, epochs_tuned: int = 5) -> tuple[float, float]:
+    """A backbone trained in timm on digits 0-4, frozen under a new Keras head fitted on
+    5-9, then fine-tuned whole: held-out accuracy on 5-9 after each step."""
+    from benchmarks.common import convert_timm
+    from keras_repvgg.backend import keras
+
+    xtr, xte, ytr, yte = digits()
+    first, second = ytr < 5, yte >= 5
+    timm_model = train_timm_a0(xtr[first], ytr[first], epochs=6, seed=seed)
+    backbone = convert_timm(timm_model, input_size=32, include_top=False, pooling="avg")
+    backbone.trainable = False
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([backbone, keras.layers.Dense(5, activation="softmax", name="digits_5_9")])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    x5, y5 = xtr[ytr >= 5], ytr[ytr >= 5] - 5
+    model.fit(x5, y5, epochs=epochs_head, batch_size=32, verbose=0)
+    probe = model.evaluate(xte[second], yte[second] - 5, verbose=0)[1]
+    backbone.trainable = True
+    model.compile(optimizer=keras.optimizers.Adam(5e-4), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x5, y5, epochs=epochs_tuned, batch_size=32, verbose=0)
+    tuned = model.evaluate(xte[second], yte[second] - 5, verbose=0)[1]
+    return float(probe), float(tuned)
+
+
+def transfer(seeds: int = 5) -> list[dict[str, Any]]:
+    runs = [transfer_once(seed) for seed in range(seeds)]
+    for seed, run in enumerate(runs):
+        print(f"seed {seed}: frozen {run[0]:.4f}, fine-tuned {run[1]:.4f}", flush=True)
+    return [
+        {"step": "frozen backbone, new head", "accuracy_5_9": _spread([r[0] for r in runs])},
+        {"step": "fine-tuned whole", "accuracy_5_9": _spread([r[1] for r in runs])},
+    ]
