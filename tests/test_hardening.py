@@ -299,16 +299,18 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_cli_errors_are_one_line_without_tensorflow_noise(tmp_path):
     (tmp_path / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    # Exit status 2 alone would pass for any ValueError: each line must say what was wrong.
     cases = [
-        (["convert", "missing.safetensors", "-o", "x.keras"], "missing.safetensors"),
-        (["convert", "broken.safetensors", "-o", "x.keras"], "broken.safetensors"),
-        (["convert", "broken.safetensors", "--arch", "repvgg_z9", "-o", "x.keras"], "repvgg_z9"),
-        (["export", "tflite", "missing.keras", "-o", "x.tflite"], "missing.keras"),
+        (["convert", "missing.safetensors", "-o", "x.keras"], "missing.safetensors: no such file or folder"),
+        (["convert", "broken.safetensors", "-o", "x.keras"], "broken.safetensors: not a readable safetensors file"),
+        (["convert", "broken.safetensors", "--arch", "repvgg_z9", "-o", "x.keras"], "Unknown RepVGG variant 'repvgg_z9'"),
+        (["export", "tflite", "missing.keras", "-o", "x.tflite"], "File not found: filepath=missing.keras"),
     ]
-    for args, named in cases:
+    for args, says in cases:
         run = _cli(*args, cwd=tmp_path)
         assert run.returncode == 2, run
-        assert run.stderr.count("\n") == 1 and named in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert run.stderr.startswith("keras-repvgg: error: ") and run.stderr.count("\n") == 1, run.stderr
+        assert says in run.stderr and "Traceback" not in run.stderr, run.stderr
     debug = _cli("--debug", "convert", "broken.safetensors", "-o", "x.keras", cwd=tmp_path)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.safetensors"]

@@ -1,66 +1,58 @@
-"""int8 from a trained network keeps its accuracy (scikit-learn's digits, a real data set)."""
+"""int8 from a trained network keeps its accuracy (scikit-learn's digits, a real data set).
+
+The network is trained here, and training is not bit-reproducible across CPUs: the bounds
+below hold across seeds and machines (`python -m benchmarks --sections int8_seeds` measures
+the spread). Which int8 graph is closest to float on one trained model is an observation
+for the benchmark's table, not a promise, so it is not asserted.
+"""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from benchmarks.digits import digits as _digits
 from benchmarks.digits import train_timm_a0 as _train_timm_a0
+from benchmarks.trained import int8_candidates
 from conftest import save_checkpoint
 from keras_repvgg import reparameterize
 from keras_repvgg.converters import convert
-from keras_repvgg.equalization import rescale_channels
-from keras_repvgg.tflite import TFLiteRunner, check_gpu, export_tflite, write_tflite
+from keras_repvgg.tflite import check_gpu, write_tflite
+
+# Spread over 5 seeds on an AMD EPYC (AVX2), and one run each on an Intel Xeon and another
+# EPYC: float 97.2-98.6%; the default graph lost -0.3 to 0.6 points (1 image is 0.28),
+# agreed on 99.4-100% of top-1s, relative L2 0.022-0.11; with channels rescaled 10x
+# either way and equalized: -0.3 to 0.3 points, 99.4-100%, 0.022-0.11; rescaled and not
+# equalized: 37-49 points lost, relative L2 8-27x the equalized one's.
+MAX_DROP_POINTS = 1.5
+MIN_AGREEMENT = 0.98
+MAX_REL_L2 = 0.2
 
 
 @pytest.mark.slow
-def test_int8_of_a_trained_a0_keeps_its_accuracy(tmp_path):
+def test_int8_of_a_trained_a0_keeps_its_accuracy(tmp_path, request):
     xtr, xte, ytr, yte = _digits()
     timm_model = _train_timm_a0(xtr, ytr)
     with torch.no_grad():
         timm_acc = (timm_model(torch.from_numpy(xte.transpose(0, 3, 1, 2).copy())).argmax(-1).numpy() == yte).mean()
     path = save_checkpoint(timm_model, tmp_path / "digits_a0.safetensors")
     train_form = convert(path, form="train", input_size=32)
-    float_logits = reparameterize(train_form).predict(xte, verbose=0)
-    float_acc = (float_logits.argmax(-1) == yte).mean()
+    float_acc = (reparameterize(train_form).predict(xte, verbose=0).argmax(-1) == yte).mean()
     assert float_acc == pytest.approx(timm_acc) and float_acc >= 0.95
 
-    # The same function with channels rescaled 10x up or down at random: per-tensor
-    # int8 activations suffer unless the exporter equalizes the channels again.
-    rescaled = reparameterize(train_form, keep_identity=True)
-    rng = np.random.default_rng(0)
-    rescale_channels(rescaled, {
-        layer.name[: -len(".reparam_conv")]: 10 ** rng.uniform(-1, 1, layer.filters)
-        for layer in rescaled.layers if layer.name.endswith(".reparam_conv")
-    })
-    assert np.abs(rescaled.predict(xte, verbose=0) - float_logits).max() < 1e-3 * np.abs(float_logits).max()
+    files: dict[str, bytes] = {}
+    results = int8_candidates(train_form, xtr, xte, yte, files=files)
+    print({name: {k: round(v, 4) for k, v in r.items()} for name, r in results.items()})
+    for name in ("identity apart (the default: equalized)", "rescaled channels, equalized"):
+        r = results[name]
+        assert 100 * (float_acc - r["accuracy"]) <= MAX_DROP_POINTS, (name, r)
+        assert r["top1_agreement"] >= MIN_AGREEMENT and r["rel_l2"] <= MAX_REL_L2, (name, r)
+    # The control: the same rescaled model without equalization is far off, so the test
+    # can tell equalization working from not.
+    robust, fragile = results["rescaled channels, equalized"], results["rescaled channels, not equalized"]
+    assert fragile["rel_l2"] > 3 * robust["rel_l2"] and float_acc - fragile["accuracy"] > 0.1, fragile
 
-    calibration = xtr[:256]
-    results = {}
-    for name, model, equalize in (
-        ("plain graph", reparameterize(train_form), None),
-        ("identity apart", train_form, None),
-        ("identity apart, not equalized", train_form, False),
-        ("rescaled, equalized", rescaled, None),
-        ("rescaled, not equalized", rescaled, False),
-    ):
-        data = export_tflite(model, "int8", calibration=calibration, equalize=equalize)
-        logits = TFLiteRunner(data)(xte)
-        results[name] = {
-            "accuracy": float((logits.argmax(-1) == yte).mean()),
-            "top1_agreement": float((logits.argmax(-1) == float_logits.argmax(-1)).mean()),
-            "rel_l2": float(np.linalg.norm(logits - float_logits) / np.linalg.norm(float_logits)),
-            "data": data,
-        }
-    print(f"float {float_acc:.4f}", {k: {m: v for m, v in r.items() if m != "data"} for k, r in results.items()})
-    ours = results["identity apart"]
-    assert float_acc - ours["accuracy"] <= 0.005  # under half a point
-    assert ours["top1_agreement"] >= 0.99
-    assert ours["rel_l2"] < results["plain graph"]["rel_l2"]
-    robust = results["rescaled, equalized"]
-    assert float_acc - robust["accuracy"] <= 0.005 and robust["top1_agreement"] >= 0.99
-    assert results["rescaled, not equalized"]["rel_l2"] > 5 * robust["rel_l2"]
-    report = check_gpu(write_tflite(ours["data"], tmp_path / "digits_int8.tflite"))
+    request.getfixturevalue("gpu_accelerator")  # the rest needs a Vulkan device
+    default = files["identity apart (the default: equalized)"]
+    report = check_gpu(write_tflite(default, tmp_path / "digits_int8.tflite"))
     assert report["fully_accelerated"] and report["static_problems"] == [], report
