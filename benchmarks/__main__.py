@@ -70,15 +70,17 @@ def main() -> None:
         "transfer": lambda: trained.transfer(args.seeds),
     }
     for section in args.sections:
-        report[section] = {"date": today, "rows": runners[section]()}
+        # Each section keeps the machine it ran on: sections run at other times keep theirs.
+        report[section] = {"date": today, "cpu": report["machine"]["cpu"], "rows": runners[section]()}
 
     RESULTS.mkdir(exist_ok=True)
     latest.write_text(json.dumps(report, indent=2) + "\n")
     m = report["machine"]
-    md = [f"Machine: {m['cpu']}, {m['cores']} cores; {args.threads} threads."]
+    md = [f"Machine of the last run: {m['cpu']}, {m['cores']} cores; {args.threads} threads."]
     for section in SECTIONS:
         if isinstance(report.get(section), dict):
-            md += ["", f"### {section} ({report[section]['date']})", "", _markdown(report[section]["rows"])]
+            where = report[section].get("cpu", "Intel(R) Xeon(R) Processor")  # before cpu was recorded
+            md += ["", f"### {section} ({report[section]['date']}, {where})", "", _markdown(report[section]["rows"])]
     (RESULTS / "latest.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

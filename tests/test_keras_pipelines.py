@@ -57,9 +57,10 @@ def test_fine_tune_a_new_head_with_fit():
     run = transfer_once(seed=0)
     print("digits 5-9 test accuracy:", run)
     assert run["frozen_weights_unchanged"]
-    # Measured over 5 seeds under each Keras (AMD EPYC) and on two other machines: frozen
-    # 0.52-0.70, fine-tuned 0.89-0.95, the gain 0.24-0.42. Chance is 0.2.
-    assert run["frozen"] >= 0.4
+    # Measured over 5 seeds under each Keras on an AMD EPYC, and once on an Intel Xeon and
+    # another EPYC: frozen 0.47-0.70, fine-tuned 0.89-0.97, the gain 0.24-0.49 (180 images;
+    # chance is 0.2).
+    assert run["frozen"] >= 0.35
     assert run["tuned"] >= 0.8 and run["tuned"] - run["frozen"] >= 0.1
 
 
