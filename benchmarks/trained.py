@@ -36,12 +36,13 @@ def rescaled_copy(train_form, seed: int = 0):
     up or down at random: the same function, channel ranges far apart."""
     from keras_repvgg import reparameterize
     from keras_repvgg.equalization import rescale_channels
+    from keras_repvgg.names import REPARAM_CONV, block_of
 
     model = reparameterize(train_form, keep_identity=True)
     rng = np.random.default_rng(seed)
     rescale_channels(model, {
-        layer.name[: -len(".reparam_conv")]: 10 ** rng.uniform(-1, 1, layer.filters)
-        for layer in model.layers if layer.name.endswith(".reparam_conv")
+        block_of(layer.name, REPARAM_CONV): 10 ** rng.uniform(-1, 1, layer.filters)
+        for layer in model.layers if block_of(layer.name, REPARAM_CONV)
     })
     return model
 

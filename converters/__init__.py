@@ -4,10 +4,17 @@ This path reads safetensors with numpy and never imports torch.
 """
 
 from .convert import Converted, checkpoint_preprocessing, convert, convert_checkpoint
-from .errors import CheckpointError, KeyMismatchError, NonFiniteWeightsError, ShapeMismatchError
+from .errors import (
+    AlreadyFusedError,
+    CheckpointError,
+    KeyMismatchError,
+    NonFiniteWeightsError,
+    ShapeMismatchError,
+)
 from .sources import Checkpoint, resolve_source
 
 __all__ = [
+    "AlreadyFusedError",
     "Checkpoint",
     "CheckpointError",
     "Converted",

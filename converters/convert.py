@@ -10,6 +10,7 @@ from keras_repvgg.backend import keras
 from keras_repvgg.configs import VARIANTS, Preprocessing, VariantConfig, get_variant
 from keras_repvgg.labels import labels_for
 from keras_repvgg.model import assign_weights, build_repvgg
+from keras_repvgg.names import REPARAM_CONV
 
 from .errors import CheckpointError
 from .sources import Checkpoint, config_value, resolve_source
@@ -101,12 +102,16 @@ def convert_checkpoint(
                 "convert it with include_top=False"
             )
         if classes is not None and classes != head_classes:
-            raise ValueError(
+            raise CheckpointError(
                 f"classes={classes} with include_top=True, but the checkpoint's classifier "
                 f"has {head_classes} classes; use include_top=False to put a new head on it"
             )
-    fused_blocks = sum(1 for k in reader.keys() if k.endswith(".reparam_conv.weight"))
+    fused_blocks = sum(1 for k in reader.keys() if k.endswith(f".{REPARAM_CONV}.weight"))
     preprocessing = checkpoint_preprocessing(checkpoint.config, variant, input_size)
+    try:
+        labels = labels_for(head_classes or 0, config_value(checkpoint.config, "label_names") or None)
+    except ValueError as err:
+        raise CheckpointError(f"{checkpoint.weights_path} (its config.json): {err}") from None
     model = build_repvgg(
         variant,
         form=form,
@@ -121,12 +126,10 @@ def convert_checkpoint(
         features_only=features_only,
         name=name,
         initialize=False,
+        # The checkpoint's own names; ImageNet's are implied for 1000 classes (`labels_for`).
+        labels=config_value(checkpoint.config, "label_names") or None if include_top else None,
     )
     assign_weights(model, timm_to_keras(reader, variant, head_classes or 0, include_top, form))
-    try:
-        labels = labels_for(head_classes or 0, config_value(checkpoint.config, "label_names") or None)
-    except ValueError as err:
-        raise CheckpointError(f"{checkpoint.weights_path} (its config.json): {err}") from None
     return Converted(
         model=model,
         variant=variant,

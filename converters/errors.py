@@ -1,7 +1,9 @@
 """The exceptions a conversion can end in. Each message names the file and the problem."""
 
+from keras_repvgg.errors import KerasRepVGGError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(KerasRepVGGError):
     """A checkpoint that cannot be read or used: missing, unreadable, corrupt or unsupported."""
 
 
@@ -15,3 +17,7 @@ class ShapeMismatchError(CheckpointError):
 
 class NonFiniteWeightsError(CheckpointError):
     """A tensor holds NaN or infinity (refused unless explicitly allowed)."""
+
+
+class AlreadyFusedError(CheckpointError):
+    """A fused (reparameterized) checkpoint asked for in the training form."""

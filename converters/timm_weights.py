@@ -16,11 +16,12 @@ import numpy as np
 from keras_repvgg.configs import BlockSpec, VariantConfig, block_plan, match_variant, num_features
 from keras_repvgg.fusion import BatchNorm, fuse_block, torch_to_keras_kernel
 from keras_repvgg.model import LayerWeights
+from keras_repvgg.names import CONV_1X1, CONV_KXK, HEAD_FC, IDENTITY, REPARAM_CONV, SE_FC1, SE_FC2, STEM, part
 
-from .errors import CheckpointError, ShapeMismatchError
+from .errors import AlreadyFusedError, CheckpointError, ShapeMismatchError
 from .readers import TensorReader
 
-_BLOCK_KERNEL = re.compile(r"^(stem|stages\.\d+\.\d+)\.(reparam_conv|conv_kxk\.conv)\.weight$")
+_BLOCK_KERNEL = re.compile(rf"^(stem|stages\.\d+\.\d+)\.({REPARAM_CONV}|{CONV_KXK}\.conv)\.weight$")
 
 
 def _batchnorm(reader: TensorReader, prefix: str, channels: int) -> BatchNorm:
@@ -51,7 +52,7 @@ def _conv_bias(reader: TensorReader, prefix: str, out: int, inp: int, size: int)
 
 
 def _identity(reader: TensorReader, spec: BlockSpec) -> Optional[BatchNorm]:
-    return _batchnorm(reader, f"{spec.name}.identity", spec.out_channels) if spec.has_identity else None
+    return _batchnorm(reader, part(spec.name, IDENTITY), spec.out_channels) if spec.has_identity else None
 
 
 def _se_weights(reader: TensorReader, spec: BlockSpec) -> LayerWeights:
@@ -59,51 +60,51 @@ def _se_weights(reader: TensorReader, spec: BlockSpec) -> LayerWeights:
         return {}
     n, c, r = spec.name, spec.out_channels, spec.se_channels
     return {
-        f"{n}.attn.fc1": _conv_bias(reader, f"{n}.attn.fc1", r, c, 1),
-        f"{n}.attn.fc2": _conv_bias(reader, f"{n}.attn.fc2", c, r, 1),
+        part(n, SE_FC1): _conv_bias(reader, part(n, SE_FC1), r, c, 1),
+        part(n, SE_FC2): _conv_bias(reader, part(n, SE_FC2), c, r, 1),
     }
 
 
 def deploy_block_weights(reader: TensorReader, spec: BlockSpec) -> LayerWeights:
     """The fused conv (and SE) weights of one block, from either form."""
     name = spec.name
-    if f"{name}.reparam_conv.weight" in reader:
+    if part(name, REPARAM_CONV, "weight") in reader:
         fused = _conv_bias(
-            reader, f"{name}.reparam_conv", spec.out_channels, spec.in_channels // spec.groups, 3
+            reader, part(name, REPARAM_CONV), spec.out_channels, spec.in_channels // spec.groups, 3
         )
     else:
         fused = list(fuse_block(
-            _conv_bn(reader, f"{name}.conv_kxk", spec, 3),
-            _conv_bn(reader, f"{name}.conv_1x1", spec, 1),
+            _conv_bn(reader, part(name, CONV_KXK), spec, 3),
+            _conv_bn(reader, part(name, CONV_1X1), spec, 1),
             _identity(reader, spec),
             spec.groups,
         ))
-    return {f"{name}.reparam_conv": fused, **_se_weights(reader, spec)}
+    return {part(name, REPARAM_CONV): fused, **_se_weights(reader, spec)}
 
 
 def train_block_weights(reader: TensorReader, spec: BlockSpec) -> LayerWeights:
     """One block's branches, one to one, for the training form."""
     name = spec.name
-    if f"{name}.reparam_conv.weight" in reader:
-        raise CheckpointError(
-            f"{reader.path}: block {reader.display(name + '.reparam_conv.weight')!r} is already "
+    if part(name, REPARAM_CONV, "weight") in reader:
+        raise AlreadyFusedError(
+            f"{reader.path}: block {reader.display(part(name, REPARAM_CONV, 'weight'))!r} is already "
             "fused; the training form needs its branches (convert to the deploy form instead)"
         )
     weights: LayerWeights = {}
-    for branch, size in (("conv_kxk", 3), ("conv_1x1", 1)):
+    for branch, size in ((CONV_KXK, 3), (CONV_1X1, 1)):
         kernel, bn = _conv_bn(reader, f"{name}.{branch}", spec, size)
         weights[f"{name}.{branch}.conv"] = [kernel.astype(np.float32)]
         weights[f"{name}.{branch}.bn"] = _bn_weights(bn)
     identity = _identity(reader, spec)
     if identity is not None:
-        weights[f"{name}.identity"] = _bn_weights(identity)
+        weights[part(name, IDENTITY)] = _bn_weights(identity)
     return {**weights, **_se_weights(reader, spec)}
 
 
 def head_weights(reader: TensorReader, features: int, classes: int) -> LayerWeights:
-    weight = reader.take("head.fc.weight", (classes, features))
-    bias = reader.take("head.fc.bias", (classes,))
-    return {"head.fc": [np.ascontiguousarray(weight.T, dtype=np.float32), bias.astype(np.float32)]}
+    weight = reader.take(part(HEAD_FC, "weight"), (classes, features))
+    bias = reader.take(part(HEAD_FC, "bias"), (classes,))
+    return {HEAD_FC: [np.ascontiguousarray(weight.T, dtype=np.float32), bias.astype(np.float32)]}
 
 
 def timm_to_keras(
@@ -126,7 +127,7 @@ def timm_to_keras(
     if include_top:
         yield head_weights(reader, num_features(variant), classes)
     else:
-        for key in ("head.fc.weight", "head.fc.bias"):
+        for key in (part(HEAD_FC, "weight"), part(HEAD_FC, "bias")):
             reader.skip(key)
     reader.finish()
 
@@ -141,7 +142,7 @@ def _shape_of_rank(reader: TensorReader, key: str, rank: int, what: str) -> tupl
 
 
 def in_channels(reader: TensorReader) -> int:
-    for key in ("stem.reparam_conv.weight", "stem.conv_kxk.conv.weight"):
+    for key in (part(STEM, REPARAM_CONV, "weight"), part(STEM, CONV_KXK, "conv", "weight")):
         if key in reader:
             return _shape_of_rank(reader, key, 4, "conv kernel (out, in, kh, kw)")[1]
     return 3  # the key will be reported missing, with its expected shape
@@ -149,9 +150,9 @@ def in_channels(reader: TensorReader) -> int:
 
 def num_classes(reader: TensorReader) -> Optional[int]:
     """Classes of the checkpoint's classifier, or None where it has none."""
-    if "head.fc.weight" not in reader:
+    if part(HEAD_FC, "weight") not in reader:
         return None
-    return _shape_of_rank(reader, "head.fc.weight", 2, "classifier weight (classes, features)")[0]
+    return _shape_of_rank(reader, part(HEAD_FC, "weight"), 2, "classifier weight (classes, features)")[0]
 
 
 def infer_variant(reader: TensorReader) -> VariantConfig:
@@ -162,7 +163,7 @@ def infer_variant(reader: TensorReader) -> VariantConfig:
         if match:
             shape = _shape_of_rank(reader, key, 4, "conv kernel (out, in, kh, kw)")
             blocks[match.group(1)] = (shape[0], shape[1])
-    has_se = any(".attn.fc1.weight" in key for key in reader.keys())
+    has_se = any(key.endswith(f".{SE_FC1}.weight") for key in reader.keys())
     variant = match_variant(blocks, has_se, in_channels(reader))
     if variant is None:
         raise CheckpointError(

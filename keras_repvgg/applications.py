@@ -7,6 +7,7 @@ from typing import Callable, Optional, Sequence
 
 from .backend import keras
 from .configs import VARIANTS, get_variant
+from .errors import KerasRepVGGError
 from .model import build_repvgg
 
 
@@ -45,7 +46,7 @@ Returns:
 def _hub_id(variant_name: str) -> str:
     tag = VARIANTS[variant_name].timm_tag
     if tag is None:
-        raise ValueError(
+        raise KerasRepVGGError(
             f"{variant_name} has no published timm weights; pass a checkpoint path instead"
         )
     return f"timm/{tag}"

@@ -11,6 +11,8 @@ import tempfile
 import threading
 from typing import Iterator, Optional, Sequence
 
+from .errors import KerasRepVGGError
+
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from .configs import VARIANTS
@@ -57,47 +59,40 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _load_model(args: argparse.Namespace):
-    """MODEL: a .keras file, or any SOURCE that convert takes. Returns (model, preprocessing, labels)."""
+    """MODEL: a .keras file, or any SOURCE that convert takes. What it is travels in it."""
     if str(args.model).endswith(".keras"):
-        from .backend import keras
-        from .labels import labels_for
-        from .model import model_preprocessing
+        from .predict import load_keras_model
 
-        model = keras.models.load_model(args.model)
-        labels = labels_for(model.output_shape[-1]) if len(model.output_shape) == 2 else None
-        return model, model_preprocessing(model), labels
-    from keras_repvgg.converters import CheckpointError, convert_checkpoint
+        return load_keras_model(args.model)
+    from keras_repvgg.converters import AlreadyFusedError, convert_checkpoint
 
     options = dict(input_size=args.input_size, include_preprocessing=args.include_preprocessing)
     if getattr(args, "quantization", None) == "int8":
         # int8 is far more accurate from the branches (identity kept apart, see export_tflite).
         try:
-            result = convert_checkpoint(args.model, args.arch, form="train", **options)
-            return result.model, result.preprocessing, result.label_names
-        except CheckpointError as err:
-            if "already fused" not in str(err):
-                raise
+            return convert_checkpoint(args.model, args.arch, form="train", **options).model
+        except AlreadyFusedError:
             print("note: the checkpoint is already fused; int8 uses the one-conv-per-block graph")
-    result = convert_checkpoint(args.model, args.arch, **options)
-    return result.model, result.preprocessing, result.label_names
+    return convert_checkpoint(args.model, args.arch, **options).model
 
 
-def _calibration(args, model, preprocessing):
+def _calibration(args, model):
     """(calibration, held-out) arrays from a folder of images, or (None, random held-out)."""
     import numpy as np
 
-    from .model import takes_pixels
+    from .model import describe
     from .preprocessing import image_files, load_images
 
+    description = describe(model)
     shape = tuple(model.input_shape[1:])
-    normalize = not takes_pixels(model)
+    normalize = not description.takes_pixels
     if not args.calibration:
         held_out = np.random.default_rng(0).standard_normal((8,) + shape).astype(np.float32)
         if not normalize:  # the model takes 0-255 RGB
             held_out = np.clip(held_out * 60 + 120, 0, 255).astype(np.float32)
         return None, held_out
     files = image_files(args.calibration)
-    images = load_images(files, preprocessing, normalize=normalize) if files else np.zeros((0,) + shape)
+    images = load_images(files, description.preprocessing, normalize=normalize) if files else np.zeros((0,) + shape)
     keep = max(4, len(images) // 5)  # held out from calibration, to measure the error on
     return images[:-keep], images[-keep:]
 
@@ -105,12 +100,11 @@ def _calibration(args, model, preprocessing):
 def _cmd_export_tflite(args: argparse.Namespace) -> int:
     from keras_repvgg.tflite import check_gpu, evaluate_tflite, export_tflite, gpu_static_problems, model_ops, write_tflite
 
-    model, preprocessing, labels = _load_model(args)
-    calibration, held_out = _calibration(args, model, preprocessing)
+    model = _load_model(args)
+    calibration, held_out = _calibration(args, model)
     data = export_tflite(
         model, args.quantization, calibration=calibration, io_dtype=args.io_dtype,
-        batch_size=args.batch_size, labels=labels, equalize=False if args.no_equalize else None,
-        preprocessing=preprocessing,
+        batch_size=args.batch_size, equalize=False if args.no_equalize else None,
     )
     write_tflite(data, args.output)
     ops = ", ".join(f"{op.name} v{op.version} x{op.count}" for op in model_ops(data))
@@ -131,17 +125,17 @@ def _cmd_export_tflite(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_savedmodel(args: argparse.Namespace) -> int:
-    from .serving import IMAGE_SIGNATURE, export_saved_model
+    from .model import describe
+    from .serving import IMAGE_SIGNATURE, export_saved_model, signature_outputs
 
-    model, preprocessing, labels = _load_model(args)
-    target = export_saved_model(
-        model, args.output, version=args.version, preprocessing=preprocessing, labels=labels, top_k=args.top_k
-    )
+    model = _load_model(args)
+    target = export_saved_model(model, args.output, version=args.version, top_k=args.top_k)
     size = model.input_shape[1]
     print(f"wrote {target}")
-    print(f"signatures: serving_default (images: float32 0-255 RGB, N x {size} x {size} x 3), "
-          f"serving_uint8 (the same in uint8) -> logits, probabilities; "
-          f"{IMAGE_SIGNATURE} (images: encoded JPEG/PNG bytes) -> probabilities, top_k_indices, top_k_labels")
+    for name, outputs in signature_outputs(describe(model)).items():
+        images = "encoded JPEG/PNG bytes" if name == IMAGE_SIGNATURE else \
+            f"{'uint8' if name == 'serving_uint8' else 'float32'} 0-255 RGB, N x {size} x {size} x 3"
+        print(f"signature {name} (images: {images}) -> {', '.join(outputs)}")
     return 0
 
 
@@ -151,7 +145,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .predict import load_predictor, predict_files
 
     if args.top < 1:
-        raise ValueError(f"--top must be at least 1, got {args.top}")
+        raise KerasRepVGGError(f"--top must be at least 1, got {args.top}")
     predictor = load_predictor(args.model, args.arch, args.input_size)
     results = predict_files(predictor, args.images, top=args.top)
     if args.json:
@@ -276,7 +270,7 @@ def _native_stderr_captured(enabled: bool) -> Iterator[None]:
         try:
             yield
             failed = False
-        except (ValueError, OSError, SystemExit):
+        except (KerasRepVGGError, OSError, SystemExit):
             failed = False  # reported in one line by main, or an orderly exit
             raise
         finally:
@@ -303,12 +297,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         with _native_stderr_captured(not args.debug):
             return args.func(args)
-    except (ValueError, OSError) as err:  # CheckpointError and ImageError are ValueErrors
+    except BrokenPipeError:
+        # The reader went away (`keras-repvgg list | head -5`): nothing more to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (KerasRepVGGError, OSError) as err:  # bad input, or a file the system refused
         if args.debug:
             raise
         message = " ".join(str(err).split())  # one line, whatever the exception wrote
         print(f"keras-repvgg: error: {message}", file=sys.stderr)
         return 2
+    except Exception as err:  # a bug, ours or a library's: not the user's input
+        if args.debug:
+            raise
+        message = " ".join(str(err).split())[:300]
+        print(f"keras-repvgg: internal error: {type(err).__name__}: {message} "
+              "(a bug; run again with --debug for the traceback)", file=sys.stderr)
+        return 1
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

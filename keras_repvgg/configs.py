@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from .errors import KerasRepVGGError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BASE_WIDTHS = (64, 128, 256, 512)
@@ -112,7 +114,7 @@ def get_variant(name: str) -> VariantConfig:
     short = name.strip().lower().split(".", 1)[0].replace("repvgg", "").strip("-_")
     variant = VARIANTS.get(f"repvgg_{short}")
     if variant is None:
-        raise ValueError(f"Unknown RepVGG variant {name!r}; known: {', '.join(VARIANTS)}")
+        raise KerasRepVGGError(f"Unknown RepVGG variant {name!r}; known: {', '.join(VARIANTS)}")
     return variant
 
 

@@ -17,6 +17,10 @@ from typing import Optional
 import numpy as np
 
 from .backend import keras
+from .configs import block_plan, get_variant
+from .model import describe
+from .names import HEAD_FC, IDENTITY_SCALE, REPARAM_CONV, SE_FC1, part
+from .errors import KerasRepVGGError
 
 
 @dataclass
@@ -65,42 +69,43 @@ def _scale_rows(a: np.ndarray, s: np.ndarray, groups: int) -> None:
 
 
 def _blocks(model: keras.Model) -> list[_Block]:
-    names = {layer.name for layer in model.layers}
+    """The deploy-form blocks in order, from the model's variant (see `describe`)."""
+    description = describe(model)
+    layer_names = {layer.name for layer in model.layers}
     blocks = []
-    for layer in model.layers:
-        if not layer.name.endswith(".reparam_conv"):
-            continue
-        n = layer.name[: -len(".reparam_conv")]
+    for spec in block_plan(get_variant(description.variant), int(model.input_shape[-1] or 3)):
+        n = spec.name
+        layer = model.get_layer(part(n, REPARAM_CONV))
         kernel, bias = (w.astype(np.float64) for w in layer.get_weights())
         block = _Block(n, kernel, bias, layer.groups)
-        if f"{n}.identity_scale" in names:
-            block.identity = model.get_layer(f"{n}.identity_scale").get_weights()[0][0, 0, :, 0].astype(np.float64)
-        if f"{n}.attn.fc1" in names:
-            block.se_fc1 = [w.astype(np.float64) for w in model.get_layer(f"{n}.attn.fc1").get_weights()]
+        if part(n, IDENTITY_SCALE) in layer_names:
+            block.identity = model.get_layer(part(n, IDENTITY_SCALE)).get_weights()[0][0, 0, :, 0].astype(np.float64)
+        if spec.se_channels:
+            block.se_fc1 = [w.astype(np.float64) for w in model.get_layer(part(n, SE_FC1)).get_weights()]
         blocks.append(block)
     return blocks
 
 
 def _write_back(model: keras.Model, blocks: list[_Block], head: Optional[list[np.ndarray]]) -> None:
     for b in blocks:
-        model.get_layer(f"{b.name}.reparam_conv").set_weights([b.kernel.astype(np.float32), b.bias.astype(np.float32)])
+        model.get_layer(part(b.name, REPARAM_CONV)).set_weights([b.kernel.astype(np.float32), b.bias.astype(np.float32)])
         if b.identity is not None:
-            model.get_layer(f"{b.name}.identity_scale").set_weights([b.identity.astype(np.float32).reshape(1, 1, -1, 1)])
+            model.get_layer(part(b.name, IDENTITY_SCALE)).set_weights([b.identity.astype(np.float32).reshape(1, 1, -1, 1)])
         if b.se_fc1 is not None:
-            model.get_layer(f"{b.name}.attn.fc1").set_weights([w.astype(np.float32) for w in b.se_fc1])
+            model.get_layer(part(b.name, SE_FC1)).set_weights([w.astype(np.float32) for w in b.se_fc1])
     if head is not None:
-        model.get_layer("head.fc").set_weights([w.astype(np.float32) for w in head])
+        model.get_layer(HEAD_FC).set_weights([w.astype(np.float32) for w in head])
 
 
 def _links(model: keras.Model) -> tuple[list[_Block], Optional[list[np.ndarray]], int]:
     """The blocks, the classifier's weights, and how many block outputs may be rescaled."""
-    if any(layer.name.endswith(".conv_kxk.conv") for layer in model.layers):
-        raise ValueError("equalize a deploy-form model; reparameterize the training form first")
-    if len(model.outputs) > 1:
-        raise ValueError("a features_only model exposes its block outputs; they cannot be rescaled")
+    description = describe(model)
+    if description.form == "train":
+        raise KerasRepVGGError("equalize a deploy-form model; reparameterize the training form first")
+    if description.features_only:
+        raise KerasRepVGGError("a features_only model exposes its block outputs; they cannot be rescaled")
     blocks = _blocks(model)
-    names = {layer.name for layer in model.layers}
-    head = [w.astype(np.float64) for w in model.get_layer("head.fc").get_weights()] if "head.fc" in names else None
+    head = [w.astype(np.float64) for w in model.get_layer(HEAD_FC).get_weights()] if description.include_top else None
     # Without a classifier the last block's output is the model's output: leave it as is.
     return blocks, head, len(blocks) if head is not None else len(blocks) - 1
 
@@ -115,10 +120,10 @@ def rescale_channels(model: keras.Model, scales: dict[str, np.ndarray]) -> None:
     for name, s in scales.items():
         i = by_name.get(name)
         if i is None or i >= rescalable:
-            raise ValueError(f"block {name!r} is not a rescalable block of {model.name!r}")
+            raise KerasRepVGGError(f"block {name!r} is not a rescalable block of {model.name!r}")
         s = np.asarray(s, np.float64)
         if s.shape != blocks[i].bias.shape or not np.all(s > 0):
-            raise ValueError(f"scales for {name!r} must be {blocks[i].bias.shape} positive values")
+            raise KerasRepVGGError(f"scales for {name!r} must be {blocks[i].bias.shape} positive values")
         _apply(blocks, head, i, s)
     _write_back(model, blocks, head)
 

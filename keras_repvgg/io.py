@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .backend import keras
+from .errors import KerasRepVGGError
 
 
 @contextlib.contextmanager
@@ -48,5 +49,5 @@ def save_model(model: keras.Model, path: "str | os.PathLike[str]") -> Path:
         elif path.suffix == ".keras":
             model.save(str(tmp))
         else:
-            raise ValueError(f"{path}: expected a .keras or .weights.h5 file name")
+            raise KerasRepVGGError(f"{path}: expected a .keras or .weights.h5 file name")
     return path

@@ -6,6 +6,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Optional, Sequence
 
+from .errors import KerasRepVGGError
+
 IMAGENET_CLASSES = 1000
 
 
@@ -27,7 +29,7 @@ def labels_for(num_classes: int, label_names: Optional[Sequence[str]] = None) ->
     """The checkpoint's own names if it has them, ImageNet's for 1000 classes, else None."""
     if label_names:
         if len(label_names) != num_classes:
-            raise ValueError(f"{len(label_names)} label names for a {num_classes}-class model")
+            raise KerasRepVGGError(f"{len(label_names)} label names for a {num_classes}-class model")
         return list(label_names)
     return imagenet_labels() if num_classes == IMAGENET_CLASSES else None
 
@@ -45,14 +47,14 @@ def decode_predictions(
 
     preds = np.asarray(preds)
     if preds.ndim != 2:
-        raise ValueError(f"expected predictions of shape (samples, classes), got {preds.shape}")
+        raise KerasRepVGGError(f"expected predictions of shape (samples, classes), got {preds.shape}")
     classes = preds.shape[1]
     if labels is None and classes == IMAGENET_CLASSES:
         ids, names = [wnid for wnid, _ in imagenet_classes()], imagenet_labels()
     else:
         names = labels_for(classes, labels) if labels is not None else None
         if names is None:
-            raise ValueError(f"{classes} classes are not ImageNet's 1000; pass their labels")
+            raise KerasRepVGGError(f"{classes} classes are not ImageNet's 1000; pass their labels")
         ids = [str(i) for i in range(classes)]
     results = []
     for row in preds:

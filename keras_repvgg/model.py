@@ -10,18 +10,21 @@ weights map by name.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+import dataclasses
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
 from .backend import keras
 from .configs import BlockSpec, Preprocessing, VariantConfig, block_plan
+from .description import FORMS, ModelDescription, NotDescribedError
+from .errors import KerasRepVGGError
 from .fusion import BN_EPSILON
+from . import names
 
 layers = keras.layers
-# deploy: one conv per block. train: the three branches. deploy-identity: the conv branches
-# fused and the identity kept apart (conv + per-channel scale of the input), for int8.
-FORMS = ("deploy", "train", "deploy-identity")
+# FORMS: deploy: one conv per block. train: the three branches. deploy-identity: the conv
+# branches fused and the identity kept apart (conv + per-channel scale of the input), for int8.
 LayerWeights = dict[str, list[np.ndarray]]  # Keras layer name -> its weights, in set_weights order
 
 
@@ -31,11 +34,11 @@ def _init(initializer: Optional[str]) -> dict:
 
 def _squeeze_excite(x, spec: BlockSpec, initializer: Optional[str] = None):
     # timm's SEModule: mean over space, 1x1 conv, ReLU, 1x1 conv, sigmoid gate.
-    name = f"{spec.name}.attn"
+    name = names.part(spec.name, names.SE)
     s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}.pool")(x)
-    s = layers.Conv2D(spec.se_channels, 1, name=f"{name}.fc1", **_init(initializer))(s)
+    s = layers.Conv2D(spec.se_channels, 1, name=names.part(spec.name, names.SE_FC1), **_init(initializer))(s)
     s = layers.ReLU(name=f"{name}.act")(s)
-    s = layers.Conv2D(spec.out_channels, 1, name=f"{name}.fc2", **_init(initializer))(s)
+    s = layers.Conv2D(spec.out_channels, 1, name=names.part(spec.name, names.SE_FC2), **_init(initializer))(s)
     s = layers.Activation("sigmoid", name=f"{name}.gate")(s)
     return layers.Multiply(name=f"{name}.scale")([x, s])
 
@@ -59,17 +62,17 @@ def _batchnorm(name: str):
 
 def _train_branches(x, spec: BlockSpec, initializer: Optional[str]):
     n = spec.name
-    dense = _conv3x3(x, spec, f"{n}.conv_kxk.conv", False, initializer)
-    branches = [_batchnorm(f"{n}.conv_kxk.bn")(dense)]
+    dense = _conv3x3(x, spec, names.part(n, names.CONV_KXK, "conv"), False, initializer)
+    branches = [_batchnorm(names.part(n, names.CONV_KXK, "bn"))(dense)]
     # The 1x1 branch reads the unpadded input: with stride 2 its taps then sit
     # at the 3x3 windows' centres, as in PyTorch.
     point = layers.Conv2D(
         spec.out_channels, 1, strides=spec.stride, groups=spec.groups, use_bias=False,
-        name=f"{n}.conv_1x1.conv", **_init(initializer),
+        name=names.part(n, names.CONV_1X1, "conv"), **_init(initializer),
     )(x)
-    branches.append(_batchnorm(f"{n}.conv_1x1.bn")(point))
+    branches.append(_batchnorm(names.part(n, names.CONV_1X1, "bn"))(point))
     if spec.has_identity:
-        branches.append(_batchnorm(f"{n}.identity")(x))
+        branches.append(_batchnorm(names.part(n, names.IDENTITY))(x))
     return layers.Add(name=f"{n}.add")(branches)
 
 
@@ -78,14 +81,14 @@ def repvgg_block(x, spec: BlockSpec, form: str = "deploy", initializer: Optional
     if form == "train":
         x = _train_branches(x, spec, initializer)
     elif form == "deploy-identity" and spec.has_identity:
-        conv = _conv3x3(x, spec, f"{spec.name}.reparam_conv", True, initializer)
+        conv = _conv3x3(x, spec, names.part(spec.name, names.REPARAM_CONV), True, initializer)
         scaled = layers.DepthwiseConv2D(
-            1, use_bias=False, name=f"{spec.name}.identity_scale",
+            1, use_bias=False, name=names.part(spec.name, names.IDENTITY_SCALE),
             **({"depthwise_initializer": initializer} if initializer else {}),
         )(x)
         x = layers.Add(name=f"{spec.name}.add")([conv, scaled])
     else:
-        x = _conv3x3(x, spec, f"{spec.name}.reparam_conv", True, initializer)
+        x = _conv3x3(x, spec, names.part(spec.name, names.REPARAM_CONV), True, initializer)
     if spec.se_channels:
         x = _squeeze_excite(x, spec, initializer)
     return layers.ReLU(name=f"{spec.name}.act")(x)
@@ -93,10 +96,10 @@ def repvgg_block(x, spec: BlockSpec, form: str = "deploy", initializer: Optional
 
 def _preprocess(x, preprocessing: Preprocessing):
     """0-255 RGB -> (x / 255 - mean) / std, inside the graph."""
-    x = layers.Rescaling(1.0 / 255.0, name="preprocess.rescale")(x)
+    x = layers.Rescaling(1.0 / 255.0, name=names.PREPROCESS_RESCALE)(x)
     variance = [s * s for s in preprocessing.std]
     return layers.Normalization(
-        mean=list(preprocessing.mean), variance=variance, name="preprocess.normalize"
+        mean=list(preprocessing.mean), variance=variance, name=names.PREPROCESS_NORMALIZE
     )(x)
 
 
@@ -123,14 +126,17 @@ def build_repvgg(
     features_only: bool = False,
     name: Optional[str] = None,
     initialize: bool = True,
+    labels: Optional[Sequence[str]] = None,
 ) -> keras.Model:
     """Build `variant` in the deploy or the training form.
 
     Weights are randomly initialized, or zeros with initialize=False, which is
-    cheaper where a checkpoint's weights are about to be assigned.
+    cheaper where a checkpoint's weights are about to be assigned. What the model is
+    (these arguments, the eval transform and the class names) is recorded in it: see
+    `keras_repvgg.description.describe`.
     """
     if form not in FORMS:
-        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        raise KerasRepVGGError(f"form must be one of {FORMS}, got {form!r}")
     initializer = None if initialize else "zeros"
     preprocessing = preprocessing or variant.preprocessing
     if input_shape is None:
@@ -138,14 +144,26 @@ def build_repvgg(
         input_shape = (size, size, 3)
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
-        raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}")
+        raise KerasRepVGGError(f"input_shape must be (height, width, channels), got {input_shape}")
     if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+        raise KerasRepVGGError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
     if include_top and classes < 1:
-        raise ValueError(f"classes must be positive with include_top=True, got {classes}")
+        raise KerasRepVGGError(f"classes must be positive with include_top=True, got {classes}")
 
+    if labels is not None and (not include_top or len(labels) != classes):
+        raise KerasRepVGGError(f"{len(labels)} labels for a model with {classes if include_top else 'no'} classes")
+    include_top = include_top and not features_only
+    description = ModelDescription(
+        variant=variant.name, form=form, include_top=include_top, classes=classes if include_top else 0,
+        classifier_activation=classifier_activation if include_top else None,
+        pooling=pooling if not (include_top or features_only) else None, features_only=features_only,
+        include_preprocessing=include_preprocessing,
+        preprocessing=dataclasses.replace(preprocessing, input_size=int(input_shape[0] or preprocessing.input_size)),
+        labels=tuple(labels) if labels is not None else None,
+    )
     inputs = _input(input_shape, input_tensor)
-    x = _preprocess(inputs, preprocessing) if include_preprocessing else inputs
+    x = Description(description)(inputs)
+    x = _preprocess(x, preprocessing) if include_preprocessing else x
     features = []
     for spec in block_plan(variant, input_shape[-1] or 3):
         x = repvgg_block(x, spec, form, initializer)
@@ -155,14 +173,14 @@ def build_repvgg(
     if features_only:
         outputs = features
     elif include_top:
-        x = layers.GlobalAveragePooling2D(name="head.global_pool")(x)
+        x = layers.GlobalAveragePooling2D(name=names.HEAD_POOL)(x)
         outputs = layers.Dense(
-            classes, activation=classifier_activation, name="head.fc", **_init(initializer)
+            classes, activation=classifier_activation, name=names.HEAD_FC, **_init(initializer)
         )(x)
     elif pooling == "avg":
-        outputs = layers.GlobalAveragePooling2D(name="head.global_pool")(x)
+        outputs = layers.GlobalAveragePooling2D(name=names.HEAD_POOL)(x)
     elif pooling == "max":
-        outputs = layers.GlobalMaxPooling2D(name="head.global_pool")(x)
+        outputs = layers.GlobalMaxPooling2D(name=names.HEAD_POOL)(x)
     else:
         outputs = x
 
@@ -187,19 +205,55 @@ def assign_weights(model: keras.Model, weights: Iterable[LayerWeights]) -> None:
         raise RuntimeError(f"no weights were mapped to layers {unset[:5]}")
 
 
-def takes_pixels(model: keras.Model) -> bool:
-    """Whether the model normalizes inside (include_preprocessing): it takes 0-255 RGB."""
-    return any(layer.name == "preprocess.normalize" for layer in model.layers)
+@keras.saving.register_keras_serializable(package="keras_repvgg")
+class Description(keras.layers.Layer):
+    """An identity layer on the model's input whose configuration is the description."""
+
+    def __init__(self, description: "dict[str, Any] | ModelDescription", **kwargs: Any):
+        kwargs.setdefault("name", names.DESCRIPTION)
+        super().__init__(**kwargs)
+        self.description = (
+            description if isinstance(description, ModelDescription) else ModelDescription.from_dict(description)
+        )
+
+    def call(self, inputs):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "description": self.description.to_dict()}
 
 
-def model_preprocessing(model: keras.Model) -> Preprocessing:
-    """The eval transform for a built model: its variant's (by model name), at its input size."""
-    import dataclasses
+def _recorded(model) -> Optional[ModelDescription]:
+    for layer in model.layers:
+        if isinstance(layer, Description):
+            return layer.description
+    return None
 
-    from .configs import get_variant
 
-    try:
-        base = get_variant(model.name).preprocessing
-    except ValueError:
-        base = Preprocessing()
-    return dataclasses.replace(base, input_size=int(model.input_shape[1] or base.input_size))
+def describe(model) -> ModelDescription:
+    """The description of a model built or converted by keras-repvgg.
+
+    A model that wraps one of ours under a head of its own (the usual fine-tuning
+    recipe: backbone, then a new Dense) is described by the backbone's record, with
+    the outer model's classifier as its head.
+    """
+    recorded = _recorded(model)
+    if recorded is not None:
+        return recorded
+    inner = next((d for layer in model.layers if isinstance(layer, keras.Model) and (d := _recorded(layer))), None)
+    if inner is None:
+        raise NotDescribedError(
+            f"model {model.name!r} was not built by keras-repvgg (it records no description); "
+            "build it with keras_repvgg.create_model or convert a checkpoint"
+        )
+    last = model.layers[-1].get_config()
+    if len(model.outputs) != 1 or len(model.output_shape) != 2 or "units" not in last:
+        return inner.replace(include_top=False, features_only=False, pooling="avg", labels=None)
+    activation = last.get("activation")
+    return inner.replace(
+        include_top=True, features_only=False, classes=int(model.output_shape[-1]),
+        classifier_activation=activation, labels=None,
+    )

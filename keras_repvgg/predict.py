@@ -6,7 +6,6 @@ so that the kinds differ only in how they compute, not in what they see.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -16,12 +15,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .configs import Preprocessing
+from .description import LABELS_FILE, METADATA_FILE, ModelDescription, from_export_metadata
+from .errors import KerasRepVGGError
 from .labels import labels_for
-from .model import model_preprocessing, takes_pixels
 from .preprocessing import load_images, preprocess_input
 
-SAVEDMODEL_METADATA = "assets.extra/keras_repvgg.json"
-SAVEDMODEL_LABELS = "assets.extra/labels.txt"
+SAVEDMODEL_METADATA = f"assets.extra/{METADATA_FILE}"
+SAVEDMODEL_LABELS = f"assets.extra/{LABELS_FILE}"
 
 
 @dataclass
@@ -39,38 +39,49 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
-def _from_metadata(meta: dict) -> Preprocessing:
-    return Preprocessing(
-        input_size=int(meta["input_size"]), crop_pct=float(meta["crop_pct"]),
-        interpolation=meta["interpolation"], mean=tuple(meta["mean"]), std=tuple(meta["std"]),
-    )
+def _as_probabilities(head: str, what: str) -> Callable[[np.ndarray], np.ndarray]:
+    """What turns the model's output into probabilities: softmax for logits, nothing for
+    probabilities; any other head is not a classifier's."""
+    if head == "logits":
+        return _softmax
+    if head == "probabilities":
+        return lambda out: out
+    raise KerasRepVGGError(f"{what}: predict needs a classifier, and this model outputs {head.replace('_', ' ')}")
 
 
 def _labels(labels: Optional[Sequence[str]], classes: int) -> list[str]:
     return labels_for(classes, labels or None) or [str(i) for i in range(classes)]
 
 
-def _keras_predictor(model, preprocessing: Preprocessing, labels, kind: str) -> Predictor:
-    if len(model.outputs) != 1 or len(model.output_shape) != 2:
-        raise ValueError(f"{model.name}: predict needs a classifier (include_top=True)")
-    pixels_in = takes_pixels(model)
-    head = model.layers[-1]
-    softmax_inside = getattr(head, "get_config", dict)().get("activation") == "softmax"
-    p = dataclasses.replace(preprocessing, input_size=model.input_shape[1] or preprocessing.input_size)
+def _keras_predictor(model, kind: str, description: Optional[ModelDescription] = None) -> Predictor:
+    from .model import describe
+
+    description = description or describe(model)
+    finish = _as_probabilities(description.head, model.name)
+    p = description.preprocessing
 
     def run(pixels: np.ndarray) -> np.ndarray:
-        x = pixels if pixels_in else preprocess_input(pixels, p)
-        out = np.asarray(model.predict(x, verbose=0, batch_size=8))
-        return out if softmax_inside else _softmax(out)
+        x = pixels if description.takes_pixels else preprocess_input(pixels, p)
+        return finish(np.asarray(model.predict(x, verbose=0, batch_size=8)))
 
-    return Predictor(kind, p, _labels(labels, model.output_shape[-1]), run)
+    return Predictor(kind, p, _labels(description.labels, description.classes), run)
+
+
+def load_keras_model(path: "str | os.PathLike[str]"):
+    """A `.keras` file, with a one-line error naming it where it is missing or unreadable."""
+    from .backend import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise KerasRepVGGError(f"{path}: no such .keras file")
+    try:
+        return keras.models.load_model(path)
+    except (ValueError, OSError, TypeError) as err:  # Keras' words for a file it cannot read
+        raise KerasRepVGGError(f"{path}: not a loadable .keras model ({' '.join(str(err).split())[:200]})") from None
 
 
 def _keras_file(path: Path) -> Predictor:
-    from .backend import keras
-
-    model = keras.models.load_model(path)
-    return _keras_predictor(model, model_preprocessing(model), None, "keras")
+    return _keras_predictor(load_keras_model(path), "keras")
 
 
 def _tflite_file(path: Path) -> Predictor:
@@ -81,14 +92,17 @@ def _tflite_file(path: Path) -> Predictor:
     meta = read_metadata(data)
     size = int(runner.input["shape"][1])
     if meta is not None:
-        p, takes_pixels = _from_metadata(meta), meta["input"] == "pixels"
-    else:  # made elsewhere: uint8 input without quantization means raw pixels
+        description = from_export_metadata(meta)
+        p, takes_pixels, head = description.preprocessing, description.takes_pixels, description.head
+    else:  # made elsewhere: uint8 input without quantization means raw pixels; the output's name
         p = Preprocessing(input_size=size)
         takes_pixels = runner.input["dtype"] == np.uint8 and not runner.input["quantization"][0]
+        head = "probabilities" if "prob" in runner.output_name.lower() else "logits"
+    finish = _as_probabilities(head, str(path))
     classes = int(runner.output["shape"][-1])
 
     def run(pixels: np.ndarray) -> np.ndarray:
-        return _softmax(runner(pixels if takes_pixels else preprocess_input(pixels, p)))
+        return finish(runner(pixels if takes_pixels else preprocess_input(pixels, p)))
 
     return Predictor("tflite", p, _labels(read_labels(data), classes), run)
 
@@ -107,7 +121,10 @@ def _savedmodel(path: Path) -> Predictor:
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     size = int(serve.structured_input_signature[1]["images"].shape[1])
     meta_file = path / SAVEDMODEL_METADATA
-    p = _from_metadata(json.loads(meta_file.read_text())) if meta_file.is_file() else Preprocessing(input_size=size)
+    p = from_export_metadata(json.loads(meta_file.read_text())).preprocessing if meta_file.is_file() \
+        else Preprocessing(input_size=size)
+    if "probabilities" not in serve.structured_outputs:
+        raise KerasRepVGGError(f"{path}: predict needs a classifier, and this SavedModel has no probabilities")
     labels_file = path / SAVEDMODEL_LABELS
     labels = labels_file.read_text().splitlines() if labels_file.is_file() else None
     classes = int(serve.structured_outputs["probabilities"].shape[-1])
@@ -132,8 +149,7 @@ def load_predictor(
         return _savedmodel(version)
     from keras_repvgg.converters import convert_checkpoint
 
-    result = convert_checkpoint(model, arch, input_size=input_size)
-    return _keras_predictor(result.model, result.preprocessing, result.label_names, "source")
+    return _keras_predictor(convert_checkpoint(model, arch, input_size=input_size).model, "source")
 
 
 def predict_files(predictor: Predictor, images: Sequence["str | os.PathLike[str]"], top: int = 5) -> list[dict]:

@@ -10,12 +10,13 @@ from typing import Sequence
 import numpy as np
 
 from .configs import Preprocessing, get_variant
+from .errors import KerasRepVGGError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 MAX_PIXELS = 100_000_000  # larger images are refused: decoding one takes gigabytes
 
 
-class ImageError(ValueError):
+class ImageError(KerasRepVGGError):
     """An image file that cannot be read: missing, corrupt, truncated, too large."""
 
 
@@ -60,7 +61,7 @@ def preprocess_input(x, arch: "str | Preprocessing" = "repvgg_a0") -> np.ndarray
     p = _preprocessing(arch)
     x = np.asarray(x, dtype=np.float32)
     if x.shape[-1:] != (3,):
-        raise ValueError(f"expected RGB images with 3 channels last, got shape {x.shape}")
+        raise KerasRepVGGError(f"expected RGB images with 3 channels last, got shape {x.shape}")
     return (x / 255.0 - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)
 
 
@@ -93,7 +94,7 @@ def load_image(
 def image_files(folder: "str | os.PathLike[str]") -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"{folder}: not a folder of images")
+        raise KerasRepVGGError(f"{folder}: not a folder of images")
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 

@@ -9,7 +9,6 @@ ordinary kernels.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -19,11 +18,16 @@ import numpy as np
 
 from .backend import LEGACY_KERAS, keras
 from .configs import Preprocessing
+from .description import LABELS_FILE, METADATA_FILE, ModelDescription, export_metadata
+from .errors import KerasRepVGGError
 from .io import atomic_path
-from .model import takes_pixels
+from .model import describe
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 IMAGE_SIGNATURE = "predict_images"
+# What each head's output is called in the signatures (a logits head adds `probabilities`).
+OUTPUT_NAMES = {"probabilities": "probabilities", "logits": "logits", "scores": "scores",
+                "pooled": "features"}
 
 
 class SplitGroupConv2D(keras.layers.Conv2D):
@@ -91,26 +95,30 @@ def decode_image(data, preprocessing: Preprocessing, size: Optional[int] = None)
 class _Serving:
     """The signature functions, built around a portable copy of the model."""
 
-    def __init__(self, model, preprocessing: Preprocessing, labels: Sequence[str], top_k: int):
+    def __init__(self, model, description: ModelDescription, labels: Sequence[str], top_k: int):
         import tensorflow as tf
 
         self.model = model
-        self.preprocessing = preprocessing
+        self.description = description
+        self.preprocessing = description.preprocessing
         self.size = int(model.input_shape[1])
-        self.normalize = not takes_pixels(model)
         self.labels = tf.constant(list(labels))
         self.top_k = min(top_k, len(labels))
 
     def classify(self, pixels):
-        """0-255 RGB pixels (any real or integer dtype), batch-first -> logits and probabilities."""
+        """0-255 RGB pixels (any real or integer dtype), batch-first -> the model's output,
+        named for what it holds; a logits head also gives its softmax as probabilities."""
         import tensorflow as tf
 
         x = tf.cast(pixels, tf.float32)
-        if self.normalize:
+        if not self.description.takes_pixels:
             p = self.preprocessing
             x = (x / 255.0 - tf.constant(p.mean, tf.float32)) / tf.constant(p.std, tf.float32)
-        logits = self.model(x, training=False)
-        return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
+        out = self.model(x, training=False)
+        head = self.description.head
+        if head == "logits":
+            return {"logits": out, "probabilities": tf.nn.softmax(out, axis=-1)}
+        return {OUTPUT_NAMES[head]: out}
 
     def classify_images(self, images):
         """Encoded JPEG/PNG/GIF/BMP images -> probabilities and the top-k classes."""
@@ -128,64 +136,81 @@ class _Serving:
         }
 
 
+def signature_outputs(description: ModelDescription) -> dict[str, list[str]]:
+    """The signatures an export of this model has, with their outputs."""
+    head = description.head
+    pixels = ["logits", "probabilities"] if head == "logits" else [OUTPUT_NAMES[head]]
+    signatures = {"serving_default": pixels, "serving_uint8": pixels}
+    if head in ("logits", "probabilities"):
+        signatures[IMAGE_SIGNATURE] = ["probabilities", "top_k_indices", "top_k_labels"]
+    return signatures
+
+
 def export_saved_model(
     model: keras.Model,
     export_dir: "str | os.PathLike[str]",
     version: int = 1,
-    preprocessing: Optional[Preprocessing] = None,
     labels: Optional[Sequence[str]] = None,
     top_k: int = 5,
 ) -> Path:
     """Write `export_dir/<version>/` in TF Serving's layout; returns that folder.
 
     Signatures: `serving_default` (images: float32 0-255 RGB, batch x size x size x 3)
-    and `serving_uint8` (the same in uint8) return `logits` and `probabilities`;
-    `predict_images` (images: a batch of encoded JPEG/PNG bytes) decodes and applies
-    the eval transform in the graph and returns `probabilities`, `top_k_indices` and
-    `top_k_labels`. The version folder appears whole or not at all; an existing
-    version is never overwritten. Grouped convolutions are lowered without XLA.
+    and `serving_uint8` (the same in uint8) return the model's output, named for what
+    it holds: `probabilities` (a softmax head), `logits` and `probabilities` (a head
+    without activation), `scores` (another activation) or `features` (a pooled backbone).
+    A classifier also gets `predict_images` (images: a batch of encoded JPEG/PNG bytes),
+    which decodes and applies the model's eval transform in the graph and returns
+    `probabilities`, `top_k_indices` and `top_k_labels`. `labels` default to the
+    model's own. The version folder appears whole or not at all; an existing version
+    is never overwritten. Grouped convolutions are lowered without XLA.
     """
     import tensorflow as tf
 
     from .labels import labels_for
-    from .reparameterization import is_training_form, reparameterize
+    from .reparameterization import reparameterize
 
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ValueError(f"version must be a non-negative integer, got {version!r}")
-    if len(model.outputs) != 1 or len(model.output_shape) != 2:
-        raise ValueError("export a classifier (include_top=True) or a pooled backbone")
+        raise KerasRepVGGError(f"version must be a non-negative integer, got {version!r}")
+    description = describe(model)
+    if description.head not in OUTPUT_NAMES:
+        raise KerasRepVGGError(
+            f"model {model.name!r} outputs {description.head.replace('_', ' ')}: export a classifier "
+            "(include_top=True) or a pooled backbone (pooling='avg' or 'max')"
+        )
     size = model.input_shape[1]
     if size is None or model.input_shape[2] != size:
-        raise ValueError(f"the model's input shape {model.input_shape[1:]} must be a static square")
+        raise KerasRepVGGError(f"the model's input shape {model.input_shape[1:]} must be a static square")
     target = Path(export_dir) / str(version)
     if target.exists():
-        raise FileExistsError(f"{target} already exists; TF Serving versions are never overwritten")
-    if is_training_form(model):
+        raise KerasRepVGGError(f"{target} already exists; TF Serving versions are never overwritten")
+    if description.form == "train":
         model = reparameterize(model)
+        description = describe(model)
     classes = model.output_shape[-1]
-    labels = labels_for(classes, labels) or [str(i) for i in range(classes)]
-    preprocessing = dataclasses.replace(preprocessing or Preprocessing(), input_size=size)
-    serving = _Serving(portable_model(model), preprocessing, labels, top_k)
+    labels = labels_for(classes, labels or description.labels) or [str(i) for i in range(classes)]
+    serving = _Serving(portable_model(model), description, labels, top_k)
+    signatures = signature_outputs(description)
 
     export = (keras.export.ExportArchive if not LEGACY_KERAS else _legacy_archive())()
     export.track(serving.model)
     pixels = lambda dtype: [tf.TensorSpec((None, size, size, 3), dtype, name="images")]
     export.add_endpoint("serving_default", tf.function(serving.classify), pixels(tf.float32))
     export.add_endpoint("serving_uint8", tf.function(serving.classify), pixels(tf.uint8))
-    export.add_endpoint(
-        IMAGE_SIGNATURE,
-        tf.function(serving.classify_images),
-        [tf.TensorSpec((None,), tf.string, name="images")],
-    )
+    if IMAGE_SIGNATURE in signatures:
+        export.add_endpoint(
+            IMAGE_SIGNATURE,
+            tf.function(serving.classify_images),
+            [tf.TensorSpec((None,), tf.string, name="images")],
+        )
     Path(export_dir).mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         export.write_out(str(tmp), verbose=False) if not LEGACY_KERAS else export.write_out(str(tmp))
         extra = Path(tmp) / "assets.extra"
-        _write_warmup(extra / WARMUP_FILE, size)
-        # For `keras-repvgg predict`: the eval transform and the labels (TF Serving ignores these).
-        meta = {"input": "pixels", **dataclasses.asdict(preprocessing)}
-        (extra / "keras_repvgg.json").write_text(json.dumps(meta, indent=1))
-        (extra / "labels.txt").write_text("\n".join(labels) + "\n")
+        _write_warmup(extra / WARMUP_FILE, size, signatures)
+        # For `keras-repvgg predict`: what the model is, and its labels (TF Serving ignores these).
+        (extra / METADATA_FILE).write_text(json.dumps(export_metadata(description), indent=1))
+        (extra / LABELS_FILE).write_text("\n".join(labels) + "\n")
     return target
 
 
@@ -195,7 +220,7 @@ def _legacy_archive():
     return tf_keras.export.ExportArchive
 
 
-def _write_warmup(path: Path, size: int) -> None:
+def _write_warmup(path: Path, size: int, signatures: Sequence[str]) -> None:
     """A PredictionLog per signature, replayed by TF Serving before it takes real requests."""
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
@@ -208,7 +233,8 @@ def _write_warmup(path: Path, size: int) -> None:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for signature, tensor in requests.items():
+        for signature in signatures:
+            tensor = requests[signature]
             request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=signature))
             request.inputs["images"].CopyFrom(tensor)
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))

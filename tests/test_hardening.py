@@ -304,7 +304,7 @@ def test_cli_errors_are_one_line_without_tensorflow_noise(tmp_path):
         (["convert", "missing.safetensors", "-o", "x.keras"], "missing.safetensors: no such file or folder"),
         (["convert", "broken.safetensors", "-o", "x.keras"], "broken.safetensors: not a readable safetensors file"),
         (["convert", "broken.safetensors", "--arch", "repvgg_z9", "-o", "x.keras"], "Unknown RepVGG variant 'repvgg_z9'"),
-        (["export", "tflite", "missing.keras", "-o", "x.tflite"], "File not found: filepath=missing.keras"),
+        (["export", "tflite", "missing.keras", "-o", "x.tflite"], "missing.keras: no such .keras file"),
     ]
     for args, says in cases:
         run = _cli(*args, cwd=tmp_path)

@@ -15,6 +15,7 @@ from conftest import make_timm_model, random_images, save_checkpoint, sklearn_ph
 from keras_repvgg import get_variant
 from keras_repvgg.cli import main
 from keras_repvgg.converters import convert_checkpoint
+from keras_repvgg.errors import KerasRepVGGError
 from keras_repvgg.serving import WARMUP_FILE, decode_image, export_saved_model, xla_must_compile_functions
 
 SIZE = 64
@@ -62,8 +63,7 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("savedmodel")
     path = save_checkpoint(make_timm_model("repvgg_b1g4", seed=3), root / "b1g4.safetensors")
     result = convert_checkpoint(path, input_size=SIZE)
-    export = export_saved_model(result.model, root / "export", preprocessing=result.preprocessing,
-                                labels=result.label_names)
+    export = export_saved_model(result.model, root / "export")  # its transform and labels travel in it
     return result, export
 
 
@@ -182,7 +182,7 @@ def test_versions_are_atomic_and_never_overwritten(served, tmp_path, monkeypatch
     result, _ = served
     import keras_repvgg.serving as serving
 
-    def broken(path, size):
+    def broken(*args):
         raise OSError("disk full")
 
     monkeypatch.setattr(serving, "_write_warmup", broken)
@@ -191,7 +191,7 @@ def test_versions_are_atomic_and_never_overwritten(served, tmp_path, monkeypatch
     assert list((tmp_path / "models").iterdir()) == []  # no version, no temporary folder
     monkeypatch.undo()
     export_saved_model(result.model, tmp_path / "models", version=3)
-    with pytest.raises(FileExistsError, match="never overwritten"):
+    with pytest.raises(KerasRepVGGError, match="never overwritten"):
         export_saved_model(result.model, tmp_path / "models", version=3)
     with pytest.raises(ValueError, match="version"):
         export_saved_model(result.model, tmp_path / "models", version=-1)

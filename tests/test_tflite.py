@@ -9,6 +9,7 @@ from PIL import Image
 from conftest import make_timm_model, random_images, save_checkpoint
 from keras_repvgg.cli import main
 from keras_repvgg.converters import convert
+from keras_repvgg.errors import KerasRepVGGError
 from keras_repvgg.tflite import (
     ExportError,
     TFLiteRunner,
@@ -137,14 +138,17 @@ def test_uint8_pixels_into_float_model_with_preprocessing(exports, tmp_path, req
     model, _, _ = exports("repvgg_a0", "float32")
     path = save_checkpoint(make_timm_model("repvgg_a0", seed=2), tmp_path / "a0.safetensors")
     rgb_model = convert(path, input_size=SIZE, include_preprocessing=True)
-    data = export_tflite(rgb_model, "float32", io_dtype="uint8", labels=["a", "b"])
+    labels = [f"class {i}" for i in range(1000)]
+    data = export_tflite(rgb_model, "float32", io_dtype="uint8", labels=labels)
     pixels = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3)).astype(np.uint8)
     runner = TFLiteRunner(data)
     assert runner.input["dtype"] == np.uint8
     ours = runner(pixels.astype(np.float32))
     reference = rgb_model.predict(pixels.astype(np.float32), verbose=0)
     assert np.abs(ours - reference).max() <= 1e-5 * np.abs(reference).max()
-    assert read_labels(data) == ["a", "b"]
+    assert read_labels(data) == labels
+    with pytest.raises(KerasRepVGGError, match="2 label names for a 1000-class model"):
+        export_tflite(rgb_model, "float32", labels=["a", "b"])
     request.getfixturevalue("gpu_accelerator")  # the rest needs a Vulkan device
     report = check_gpu(write_tflite(data, tmp_path / "u8.tflite"))
     assert report["fully_accelerated"], report

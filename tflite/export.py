@@ -8,7 +8,6 @@ the plain LiteRT runtime lack.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
@@ -18,20 +17,25 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from keras_repvgg.description import LABELS_FILE, METADATA_FILE, export_metadata
+from keras_repvgg.errors import KerasRepVGGError
+
 QUANTIZATIONS = ("float32", "float16", "dynamic-int8", "int8")
 IO_DTYPES = ("float32", "uint8", "int8")
 MIN_CALIBRATION_SAMPLES = 16
-LABELS_FILE = "labels.txt"
-METADATA_FILE = "keras_repvgg.json"  # how to feed the model: input range and eval transform
+# The output's name says what it holds; a classifier's probabilities are never softmaxed again.
+OUTPUT_NAMES = {"probabilities": "probabilities", "logits": "logits", "scores": "scores",
+                "pooled": "features", "feature_map": "features"}
 
 
-class ExportError(ValueError):
+class ExportError(KerasRepVGGError):
     """An export that cannot be made as asked: bad options or calibration data."""
 
 
 def _serving_model(model, batch_size: int, uint8_pixels: bool):
-    """The model behind a static-batch input named `image`, with a named `logits` output."""
+    """The model behind a static-batch input named `image`, its output named for what it holds."""
     from keras_repvgg.backend import LEGACY_KERAS, keras
+    from keras_repvgg.model import describe
 
     shape = tuple(model.input_shape[1:])
     if any(d is None for d in shape):
@@ -48,10 +52,11 @@ def _serving_model(model, batch_size: int, uint8_pixels: bool):
             x = tf.cast(image, tf.float32)  # tf-keras wraps TF ops as layers
         else:
             x = keras.ops.cast(image, "float32")
-    outputs = model(x)
-    if isinstance(outputs, (list, tuple)):
+    head = describe(model).head
+    if head == "feature_maps":
         raise ExportError("export a classifier or a pooled backbone, not a features_only model")
-    name = "logits" if model.layers[-1].name == "head.fc" else "features"
+    outputs = model(x)
+    name = OUTPUT_NAMES[head]
     # A named identity layer: tf-keras names signature outputs after the last layer.
     outputs = keras.layers.Activation("linear", name=name)(outputs)
     return keras.Model(image, {name: outputs}, name=f"{model.name}_serving")
@@ -81,7 +86,6 @@ def export_tflite(
     batch_size: int = 1,
     labels: Optional[Sequence[str]] = None,
     equalize: Optional[bool] = None,
-    preprocessing=None,
 ) -> bytes:
     """Convert a Keras RepVGG model to a .tflite flatbuffer and return its bytes.
 
@@ -93,17 +97,19 @@ def export_tflite(
     io_dtype: "float32"; "uint8" or "int8" for a full-integer model's input and
         output; "uint8" for a float model feeds 0-255 pixels through a CAST (use it
         with a model that includes its preprocessing).
-    labels: class names, stored in the file as an associated `labels.txt`.
+    labels: class names, stored in the file as an associated `labels.txt`; by default
+        the model's own (its checkpoint's, or ImageNet's for 1000 classes).
     equalize: cross-layer equalization before int8 calibration (the default for int8):
         the same float function with balanced channel ranges, so that one int8 scale
         per activation tensor fits all its channels (see `keras_repvgg.equalization`).
         The caller's model is not changed.
-    preprocessing: the eval transform (a `Preprocessing`) recorded in the file's
-        metadata, with whether the input is 0-255 pixels or normalized, so that
-        `keras-repvgg predict` feeds it right; defaults to the variant's.
+    The file also carries the model's description (`keras_repvgg.json`: input range,
+    eval transform, what the output holds), which `keras-repvgg predict` reads.
     """
     import tensorflow as tf
 
+    from keras_repvgg.model import describe
+    from keras_repvgg.labels import labels_for
     from keras_repvgg.reparameterization import is_training_form, reparameterize
 
     if quantization not in QUANTIZATIONS:
@@ -127,6 +133,8 @@ def export_tflite(
                 f"got {len(calibration)}"
             )
 
+    description = describe(model)
+    labels = labels_for(description.classes, labels or description.labels) if description.include_top else None
     if is_training_form(model):
         # Float exports get the plain one-conv-per-block graph; int8 keeps the identity
         # branch apart, so that no centre-tap spike spoils the kernels' int8 scales.
@@ -155,16 +163,7 @@ def export_tflite(
             converter.inference_input_type = tf.uint8 if io_dtype == "uint8" else tf.int8
             converter.inference_output_type = converter.inference_input_type
     data = converter.convert()
-    metadata = _metadata(model, preprocessing)
-    return attach_files(data, labels=labels, metadata=metadata)
-
-
-def _metadata(model, preprocessing) -> dict:
-    from keras_repvgg.model import model_preprocessing, takes_pixels
-
-    size = int(model.input_shape[1])
-    preprocessing = dataclasses.replace(preprocessing, input_size=size) if preprocessing else model_preprocessing(model)
-    return {"input": "pixels" if takes_pixels(model) else "normalized", **dataclasses.asdict(preprocessing)}
+    return attach_files(data, labels=labels, metadata=export_metadata(describe(model)))
 
 
 def attach_files(data: bytes, labels: Optional[Sequence[str]] = None, metadata: Optional[dict] = None) -> bytes:

@@ -1,0 +1,96 @@
+"""What a built model is, recorded once when it is built and read by everything after.
+
+The variant, the form, the head (what the output holds), whether the input is 0-255
+pixels or already normalized, the eval transform and the class names travel inside the
+model as the configuration of an identity layer (`model.Description`), so that they
+survive `.keras` save and load, and in every export's `keras_repvgg.json`. Exports,
+`predict`, `reparameterize` and the equalizer read them (`model.describe`) instead of
+guessing from layer names, model names or activations. No TensorFlow here: the LiteRT
+side reads the same schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from .configs import Preprocessing
+from .errors import KerasRepVGGError
+
+FORMS = ("deploy", "train", "deploy-identity")
+# What a model's output holds: a classifier's probabilities (softmax head), logits (no
+# activation) or other scores; a pooled feature vector; one feature map; or the five maps.
+HEADS = ("probabilities", "logits", "scores", "pooled", "feature_map", "feature_maps")
+
+
+class NotDescribedError(KerasRepVGGError):
+    """A model that keras-repvgg did not build (or an older file without a description)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDescription:
+    """The build arguments of a RepVGG model that decide what it computes and how to feed it."""
+
+    variant: str
+    form: str = "deploy"
+    include_top: bool = True
+    classes: int = 1000
+    classifier_activation: Optional[str] = "softmax"
+    pooling: Optional[str] = None
+    features_only: bool = False
+    include_preprocessing: bool = False
+    preprocessing: Preprocessing = Preprocessing()  # its input_size is the model's
+    labels: Optional[tuple[str, ...]] = None
+
+    @property
+    def head(self) -> str:
+        if self.features_only:
+            return "feature_maps"
+        if self.include_top:
+            if self.classifier_activation in (None, "linear"):
+                return "logits"
+            return "probabilities" if self.classifier_activation == "softmax" else "scores"
+        return "pooled" if self.pooling else "feature_map"
+
+    @property
+    def takes_pixels(self) -> bool:
+        """0-255 RGB in (normalized inside the graph), else input already normalized."""
+        return self.include_preprocessing
+
+    @property
+    def input(self) -> str:
+        return "pixels" if self.include_preprocessing else "normalized"
+
+    def replace(self, **changes: Any) -> "ModelDescription":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["preprocessing"]["mean"] = list(self.preprocessing.mean)
+        out["preprocessing"]["std"] = list(self.preprocessing.std)
+        out["labels"] = list(self.labels) if self.labels is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelDescription":
+        p = dict(data["preprocessing"])
+        p["mean"], p["std"] = tuple(p["mean"]), tuple(p["std"])
+        labels = data.get("labels")
+        return cls(**{**data, "preprocessing": Preprocessing(**p),
+                      "labels": tuple(labels) if labels is not None else None})
+
+
+# --- what exports carry -----------------------------------------------------------------
+# One schema for the TFLite file's and the SavedModel's `keras_repvgg.json`: the description,
+# plus what it implies, spelled out for readers in other languages.
+METADATA_FILE = "keras_repvgg.json"
+LABELS_FILE = "labels.txt"
+
+
+def export_metadata(description: ModelDescription) -> dict[str, Any]:
+    return {**description.to_dict(), "head": description.head, "input": description.input}
+
+
+def from_export_metadata(metadata: dict[str, Any]) -> ModelDescription:
+    fields = {f.name for f in dataclasses.fields(ModelDescription)}
+    return ModelDescription.from_dict({k: v for k, v in metadata.items() if k in fields})

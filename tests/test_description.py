@@ -1,0 +1,141 @@
+"""One truth about a model: what it is is recorded when it is built, survives `.keras`, and
+decides how every export names its output and whether `predict` applies a softmax."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras_repvgg
+from conftest import sklearn_photos
+from keras_repvgg import keras
+from keras_repvgg.cli import main
+from keras_repvgg.errors import KerasRepVGGError
+from keras_repvgg.model import build_repvgg, describe
+from keras_repvgg.predict import load_predictor, predict_files
+from keras_repvgg.preprocessing import load_images
+
+SIZE = 64
+
+
+def _classifier(activation):
+    """The issue's example: a 10-class A0 whose head bias is 0..9, so that a second softmax
+    (probabilities squashed towards uniform) is far from the first."""
+    model = keras_repvgg.RepVGGA0(input_shape=(SIZE, SIZE, 3), classes=10, classifier_activation=activation)
+    kernel, _ = model.get_layer("head.fc").get_weights()
+    model.get_layer("head.fc").set_weights([kernel, np.arange(10, dtype=np.float32)])
+    return model
+
+
+@pytest.mark.parametrize("activation, head", [("softmax", "probabilities"), (None, "logits")])
+def test_every_kind_gives_the_keras_probabilities(activation, head, tmp_path):
+    model = _classifier(activation)
+    assert describe(model).head == head
+    keras_repvgg.save_model(model, tmp_path / "a0.keras")
+    for args in (["export", "tflite", "a0.keras", "-o", "a0.tflite"],
+                 ["export", "savedmodel", "a0.keras", "-o", "serving"]):
+        assert main([*args[:2], str(tmp_path / args[2]), "-o", str(tmp_path / args[4])]) == 0
+
+    photos = sklearn_photos()
+    logits_or_probs = model.predict(load_images(photos, describe(model).preprocessing), verbose=0)
+    expected = logits_or_probs if head == "probabilities" else keras.ops.convert_to_numpy(
+        keras.ops.softmax(logits_or_probs, axis=-1))
+    assert expected.max() > 0.3  # the bias makes the probabilities far from uniform (0.1)
+    for kind in ("a0.keras", "a0.tflite", "serving"):
+        results = predict_files(load_predictor(tmp_path / kind), photos, top=10)
+        got = np.array([[t["probability"] for t in sorted(r["top"], key=lambda t: t["index"])] for r in results])
+        np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=kind)
+
+
+def test_exports_name_outputs_for_what_they_hold(tmp_path):
+    import tensorflow as tf
+
+    from keras_repvgg.serving import export_saved_model
+    from keras_repvgg.tflite import TFLiteRunner, export_tflite
+
+    for activation, name in (("softmax", "probabilities"), (None, "logits")):
+        assert TFLiteRunner(export_tflite(_classifier(activation))).output_name == name
+    backbone = keras_repvgg.RepVGGA0(input_shape=(SIZE, SIZE, 3), include_top=False, pooling="avg")
+    assert describe(backbone).head == "pooled"
+    assert TFLiteRunner(export_tflite(backbone)).output_name == "features"
+
+    softmax_head = tf.saved_model.load(str(export_saved_model(_classifier("softmax"), tmp_path / "p")))
+    outputs = softmax_head.signatures["serving_default"].structured_outputs
+    assert sorted(outputs) == ["probabilities"]  # no `logits` that are really probabilities
+    pooled = tf.saved_model.load(str(export_saved_model(backbone, tmp_path / "f")))
+    assert sorted(pooled.signatures["serving_default"].structured_outputs) == ["features"]
+    assert "predict_images" not in pooled.signatures  # not a classifier
+    with pytest.raises(KerasRepVGGError, match="predict needs a classifier"):
+        load_predictor(tmp_path / "f")
+
+
+def test_the_description_survives_save_and_load(tmp_path):
+    model = build_repvgg(
+        keras_repvgg.get_variant("repvgg_a0"), input_shape=(96, 96, 3), classes=3, labels=["cat", "dog", "fox"],
+        classifier_activation=None, include_preprocessing=True, name="mine",
+    )
+    before = describe(model)
+    loaded = keras.models.load_model(keras_repvgg.save_model(model, tmp_path / "mine.keras"))
+    assert describe(loaded) == before
+    assert before.labels == ("cat", "dog", "fox") and before.head == "logits" and before.takes_pixels
+    assert before.preprocessing.input_size == 96 and before.variant == "repvgg_a0"
+
+
+def test_a_renamed_model_keeps_its_variants_transform():
+    """D2se evaluates at 320 px with crop 1.0; a model named "mine" still does."""
+    model = keras_repvgg.RepVGGD2se(name="mine", include_top=False, pooling="avg", input_shape=(None, None, 3))
+    p = describe(model).preprocessing
+    assert (p.input_size, p.crop_pct, p.interpolation) == (320, 1.0, "bilinear")
+    assert describe(keras_repvgg.reparameterize(
+        keras_repvgg.create_model("repvgg_d2se", form="train", name="mine2", input_shape=(64, 64, 3))
+    )).preprocessing.crop_pct == 1.0
+
+
+def test_a_fine_tuned_wrapper_is_described_by_its_backbone_and_its_own_head():
+    backbone = keras_repvgg.RepVGGA0(input_shape=(SIZE, SIZE, 3), include_top=False, pooling="avg",
+                                     include_preprocessing=True)
+    wrapped = keras.Sequential([backbone, keras.layers.Dense(5, activation="softmax")])
+    d = describe(wrapped)
+    assert (d.variant, d.head, d.classes, d.takes_pixels) == ("repvgg_a0", "probabilities", 5, True)
+    with pytest.raises(KerasRepVGGError, match="not built by keras-repvgg"):
+        describe(keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)]))
+
+
+def test_an_internal_error_is_not_shown_as_bad_input(monkeypatch, capsys):
+    import keras_repvgg.parameters
+
+    def broken(variant):
+        raise ValueError("a bug, not the user's input")
+
+    monkeypatch.setattr(keras_repvgg.parameters, "deploy_parameter_count", broken)
+    assert main(["list"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("keras-repvgg: internal error: ValueError: a bug") and "--debug" in err, err
+    with pytest.raises(ValueError, match="a bug"):
+        main(["--debug", "list"])
+
+
+def test_a_closed_pipe_is_not_an_error():
+    proc = subprocess.Popen([sys.executable, "-m", "keras_repvgg", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == "", err
+
+
+def test_metadata_in_exports_is_the_description(tmp_path):
+    from keras_repvgg.description import from_export_metadata
+    from keras_repvgg.tflite import export_tflite, read_metadata
+
+    model = _classifier(None)
+    assert from_export_metadata(read_metadata(export_tflite(model))) == describe(model)
+    from keras_repvgg.serving import export_saved_model
+
+    folder = export_saved_model(model, tmp_path / "s")
+    meta = json.loads((folder / "assets.extra" / "keras_repvgg.json").read_text())
+    assert from_export_metadata(meta) == describe(model) and meta["head"] == "logits"
