@@ -45,7 +45,7 @@ def reset_peak_rss() -> None:
 def peak_rss_bytes() -> int:
     """VmHWM: the highest resident set since start or the last reset_peak_rss()."""
     with open("/proc/self/status") as f:
-        line = next(l for l in f if l.startswith("VmHWM:"))
+        line = next(row for row in f if row.startswith("VmHWM:"))
     return int(line.split()[1]) * 1024
 
 
@@ -58,7 +58,7 @@ def machine() -> dict[str, Any]:
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+            cpu = next(row.split(":", 1)[1].strip() for row in f if row.startswith("model name"))
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}

@@ -13,7 +13,7 @@ def main(path: str) -> None:
     import keras_repvgg  # noqa: F401
     from keras_repvgg.converters import convert_checkpoint
 
-    keras_repvgg.keras  # import TensorFlow and Keras before the baseline
+    _ = keras_repvgg.keras  # import TensorFlow and Keras before the baseline
     reset_peak_rss()
     baseline = current_rss_bytes()
     start = time.perf_counter()

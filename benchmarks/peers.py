@@ -96,7 +96,7 @@ def run(variants: list[str], size: int = 224, repeats: int = 20, rounds: int = 5
                 times[key].append(median_seconds(lambda: runner(x), repeats))
         for (mode, path_name), (data, convert_s) in files.items():
             latency = float(np.median(times[mode, path_name]))
-            fraction = np.median([2 * macs / t / 1e9 / p for t, p in zip(times[mode, path_name], peaks)])
+            fraction = np.median([2 * macs / t / 1e9 / p for t, p in zip(times[mode, path_name], peaks, strict=True)])
             row = {
                 "variant": arch, "mode": mode, "path": path_name,
                 "convert_s": round(convert_s, 1), "size_mb": round(len(data) / 2**20, 1),
@@ -113,11 +113,10 @@ def run(variants: list[str], size: int = 224, repeats: int = 20, rounds: int = 5
 
 def digits_accuracy(calibration_size: int = 256) -> list[dict[str, Any]]:
     """int8 accuracy of both paths on timm's A0 trained on scikit-learn's digits (32 px)."""
+    import timm
     import torch
 
     from benchmarks.digits import digits, train_timm_a0
-    import timm
-
     from keras_repvgg import reparameterize
     from keras_repvgg.tflite import TFLiteRunner, export_tflite
 

@@ -9,7 +9,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import (
-    convert_timm, current_rss_bytes, median_seconds, peak_rss_bytes, reset_peak_rss, timm_models,
+    convert_timm,
+    current_rss_bytes,
+    median_seconds,
+    peak_rss_bytes,
+    reset_peak_rss,
+    timm_models,
 )
 
 

@@ -40,10 +40,12 @@ def rescaled_copy(train_form, seed: int = 0):
 
     model = reparameterize(train_form, keep_identity=True)
     rng = np.random.default_rng(seed)
-    rescale_channels(model, {
-        block_of(layer.name, REPARAM_CONV): 10 ** rng.uniform(-1, 1, layer.filters)
-        for layer in model.layers if block_of(layer.name, REPARAM_CONV)
-    })
+    scales = {}
+    for layer in model.layers:
+        block = block_of(layer.name, REPARAM_CONV)
+        if block is not None:
+            scales[block] = 10 ** rng.uniform(-1, 1, layer.filters)
+    rescale_channels(model, scales)
     return model
 
 

@@ -1,28 +1,28 @@
 """Checkpoint converters: timm safetensors (file, folder or hub id) into Keras RepVGG models.
 
-This path reads safetensors with numpy and never imports torch.
+This path reads safetensors with numpy and never imports torch. Names load on first use,
+so that the readers and errors import without TensorFlow.
 """
 
-from .convert import Converted, checkpoint_preprocessing, convert, convert_checkpoint
-from .errors import (
-    AlreadyFusedError,
-    CheckpointError,
-    KeyMismatchError,
-    NonFiniteWeightsError,
-    ShapeMismatchError,
-)
-from .sources import Checkpoint, resolve_source
+from __future__ import annotations
 
-__all__ = [
-    "AlreadyFusedError",
-    "Checkpoint",
-    "CheckpointError",
-    "Converted",
-    "KeyMismatchError",
-    "NonFiniteWeightsError",
-    "ShapeMismatchError",
-    "checkpoint_preprocessing",
-    "convert",
-    "convert_checkpoint",
-    "resolve_source",
-]
+from keras_repvgg.lazy import lazy_exports
+
+_EXPORTS = {
+    "Converted": "conversion",
+    "checkpoint_preprocessing": "conversion",
+    "convert": "conversion",
+    "convert_checkpoint": "conversion",
+    "AlreadyFusedError": "errors",
+    "CheckpointError": "errors",
+    "KeyMismatchError": "errors",
+    "NonFiniteWeightsError": "errors",
+    "ShapeMismatchError": "errors",
+    "Checkpoint": "sources",
+    "resolve_source": "sources",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

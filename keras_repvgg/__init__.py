@@ -6,20 +6,16 @@ table need no TensorFlow import.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .configs import VARIANTS
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    **{
-        name: "applications"
-        for name in (
-            "RepVGGA0", "RepVGGA1", "RepVGGA2", "RepVGGB0", "RepVGGB1", "RepVGGB1g2",
-            "RepVGGB1g4", "RepVGGB2", "RepVGGB2g2", "RepVGGB2g4", "RepVGGB3", "RepVGGB3g2",
-            "RepVGGB3g4", "RepVGGD2se", "create_model", "list_models",
-        )
-    },
+    # RepVGGA0 ... RepVGGD2se: one function per row of the variant table.
+    **{variant.keras_name: "applications" for variant in VARIANTS.values()},
+    "create_model": "applications",
+    "list_models": "applications",
     "keras": "backend",
     "VARIANTS": "configs",
     "Preprocessing": "configs",
@@ -27,26 +23,19 @@ _EXPORTS = {
     "block_plan": "configs",
     "get_variant": "configs",
     "save_model": "io",
+    "load_model": "io",
     "preprocess_input": "preprocessing",
     "load_image": "preprocessing",
     "load_images": "preprocessing",
     "decode_predictions": "labels",
     "imagenet_labels": "labels",
-    # The module is not named after the function: importing a submodule binds its name on
-    # the package, which would then shadow the lazily exported function.
     "reparameterize": "reparameterization",
+    "describe": "model",
+    "ModelDescription": "description",
+    "KerasRepVGGError": "errors",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,8 +10,6 @@ from .configs import VARIANTS, get_variant
 from .errors import KerasRepVGGError
 from .model import build_repvgg
 
-
-
 _DOC = """Instantiate the {keras_name} architecture ({name}) in its fused (deploy) form.
 
 Reference: Ding et al., "RepVGG: Making VGG-style ConvNets Great Again", CVPR 2021.

@@ -61,9 +61,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _load_model(args: argparse.Namespace):
     """MODEL: a .keras file, or any SOURCE that convert takes. What it is travels in it."""
     if str(args.model).endswith(".keras"):
-        from .predict import load_keras_model
+        from .io import load_model
 
-        return load_keras_model(args.model)
+        return load_model(args.model)
     from keras_repvgg.converters import AlreadyFusedError, convert_checkpoint
 
     options = dict(input_size=args.input_size, include_preprocessing=args.include_preprocessing)
@@ -98,7 +98,14 @@ def _calibration(args, model):
 
 
 def _cmd_export_tflite(args: argparse.Namespace) -> int:
-    from keras_repvgg.tflite import check_gpu, evaluate_tflite, export_tflite, gpu_static_problems, model_ops, write_tflite
+    from keras_repvgg.tflite import (
+        check_gpu,
+        evaluate_tflite,
+        export_tflite,
+        gpu_static_problems,
+        model_ops,
+        write_tflite,
+    )
 
     model = _load_model(args)
     calibration, held_out = _calibration(args, model)

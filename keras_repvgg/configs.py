@@ -45,7 +45,7 @@ class VariantConfig:
 
     @property
     def stage_widths(self) -> tuple[int, ...]:
-        return tuple(int(c * w) for c, w in zip(BASE_WIDTHS, self.width_multipliers))
+        return tuple(int(c * w) for c, w in zip(BASE_WIDTHS, self.width_multipliers, strict=True))
 
     @property
     def keras_name(self) -> str:
@@ -127,7 +127,7 @@ def block_plan(variant: VariantConfig, in_channels: int = 3) -> list[BlockSpec]:
 
     plan = [BlockSpec("stem", in_channels, variant.stem_width, 2, 1, se(variant.stem_width), True)]
     channels, index = variant.stem_width, 0
-    for stage, (depth, width) in enumerate(zip(variant.depths, variant.stage_widths)):
+    for stage, (depth, width) in enumerate(zip(variant.depths, variant.stage_widths, strict=True)):
         for block in range(depth):
             groups = variant.groups if variant.groups > 1 and index % 2 == 1 else 1
             stride = 2 if block == 0 else 1

@@ -18,9 +18,9 @@ import numpy as np
 
 from .backend import keras
 from .configs import block_plan, get_variant
+from .errors import KerasRepVGGError
 from .model import describe
 from .names import HEAD_FC, IDENTITY_SCALE, REPARAM_CONV, SE_FC1, part
-from .errors import KerasRepVGGError
 
 
 @dataclass
@@ -132,7 +132,7 @@ def _apply(blocks: list[_Block], head: Optional[list[np.ndarray]], i: int, s: np
     blocks[i].scale_output(s)
     if i + 1 < len(blocks):
         blocks[i + 1].scale_input(s)
-    else:
+    elif head is not None:
         head[0] *= s[:, None]
 
 
@@ -154,6 +154,7 @@ def equalize(model: keras.Model, sweeps: int = 8) -> keras.Model:
             r_out = tables[i].max(axis=0)
             last = i + 1 == len(blocks)
             r_in = head_rows if last else _row_ranges(tables[i + 1], blocks[i + 1].groups)
+            assert r_in is not None  # the last block is rescaled only where a classifier reads it
             # Both sides end at sqrt(r_out * r_in); dead channels are left alone.
             ok = (r_out > 0) & (r_in > 0)
             s = np.ones_like(r_out)

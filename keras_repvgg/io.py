@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -21,15 +21,15 @@ from .errors import KerasRepVGGError
 def atomic_path(target: "str | os.PathLike[str]") -> Iterator[Path]:
     """Yield a temporary path (same folder, same suffixes); rename it to target on success.
 
-    The writer may make a file or a folder there (a SavedModel version).
+    The writer may make a file or a folder there (a SavedModel version). Nothing exists at
+    the temporary path until the writer makes it, and the clean-up covers it from then on:
+    a signal that unwinds the writer (SIGTERM, Ctrl-C) leaves no temporary behind.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    os.unlink(tmp)  # the writer creates it; some writers refuse to overwrite
-    tmp_path = Path(tmp)
+    # A random hidden name beside the target, not created here (128 bits: no collision).
+    tmp_path = target.parent / f".{target.stem}.{secrets.token_hex(16)}{suffix}"
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -51,3 +51,22 @@ def save_model(model: keras.Model, path: "str | os.PathLike[str]") -> Path:
         else:
             raise KerasRepVGGError(f"{path}: expected a .keras or .weights.h5 file name")
     return path
+
+
+def load_model(path: "str | os.PathLike[str]") -> keras.Model:
+    """Load a `.keras` file saved from a keras-repvgg model, with its description.
+
+    Use this (or import `keras_repvgg.model` first) rather than a bare
+    `keras.models.load_model`: the description is a custom layer, which Keras finds only
+    once its module is imported. Errors name the file, in one line.
+    """
+    from . import model  # noqa: F401  (registers the Description layer with Keras)
+
+    path = Path(path)
+    if not path.is_file():
+        raise KerasRepVGGError(f"{path}: no such .keras file")
+    try:
+        return keras.models.load_model(path)
+    except (ValueError, OSError, TypeError) as err:  # Keras' words for a file it cannot read
+        raise KerasRepVGGError(f"{path}: not a loadable .keras model ({' '.join(str(err).split())[:300]})") from None
+

@@ -15,7 +15,7 @@ IMAGENET_CLASSES = 1000
 def imagenet_classes() -> tuple[tuple[str, str], ...]:
     """(WordNet synset id, comma-separated lemmas) for each ImageNet-1k class index."""
     text = resources.files("keras_repvgg").joinpath("data/imagenet_classes.tsv").read_text("utf-8")
-    rows = tuple(tuple(line.split("\t")) for line in text.splitlines())
+    rows = tuple((wnid, lemmas) for wnid, lemmas in (line.split("\t") for line in text.splitlines()))
     assert len(rows) == IMAGENET_CLASSES, "the packaged ImageNet class list is damaged"
     return rows
 
@@ -52,10 +52,10 @@ def decode_predictions(
     if labels is None and classes == IMAGENET_CLASSES:
         ids, names = [wnid for wnid, _ in imagenet_classes()], imagenet_labels()
     else:
-        names = labels_for(classes, labels) if labels is not None else None
-        if names is None:
+        given = labels_for(classes, labels) if labels is not None else None
+        if given is None:
             raise KerasRepVGGError(f"{classes} classes are not ImageNet's 1000; pass their labels")
-        ids = [str(i) for i in range(classes)]
+        ids, names = [str(i) for i in range(classes)], given
     results = []
     for row in preds:
         order = np.argsort(-row, kind="stable")[: min(top, classes)]

@@ -15,12 +15,12 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from . import names
 from .backend import keras
 from .configs import BlockSpec, Preprocessing, VariantConfig, block_plan
 from .description import FORMS, ModelDescription, NotDescribedError
 from .errors import KerasRepVGGError
 from .fusion import BN_EPSILON
-from . import names
 
 layers = keras.layers
 # FORMS: deploy: one conv per block. train: the three branches. deploy-identity: the conv
@@ -203,6 +203,14 @@ def assign_weights(model: keras.Model, weights: Iterable[LayerWeights]) -> None:
     ]
     if unset:
         raise RuntimeError(f"no weights were mapped to layers {unset[:5]}")
+
+
+def clone_with_weights(model: keras.Model, clone_function=None) -> keras.Model:
+    """A new model of the same graph and weights (each layer rebuilt by `clone_function`,
+    where given), so that edits to the copy leave `model` alone."""
+    copy = keras.models.clone_model(model, clone_function=clone_function)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 @keras.saving.register_keras_serializable(package="keras_repvgg")

@@ -67,21 +67,10 @@ def _keras_predictor(model, kind: str, description: Optional[ModelDescription] =
     return Predictor(kind, p, _labels(description.labels, description.classes), run)
 
 
-def load_keras_model(path: "str | os.PathLike[str]"):
-    """A `.keras` file, with a one-line error naming it where it is missing or unreadable."""
-    from .backend import keras
-
-    path = Path(path)
-    if not path.is_file():
-        raise KerasRepVGGError(f"{path}: no such .keras file")
-    try:
-        return keras.models.load_model(path)
-    except (ValueError, OSError, TypeError) as err:  # Keras' words for a file it cannot read
-        raise KerasRepVGGError(f"{path}: not a loadable .keras model ({' '.join(str(err).split())[:200]})") from None
-
-
 def _keras_file(path: Path) -> Predictor:
-    return _keras_predictor(load_keras_model(path), "keras")
+    from .io import load_model
+
+    return _keras_predictor(load_model(path), "keras")
 
 
 def _tflite_file(path: Path) -> Predictor:
@@ -157,7 +146,7 @@ def predict_files(predictor: Predictor, images: Sequence["str | os.PathLike[str]
     pixels = load_images(images, predictor.preprocessing, normalize=False)
     probabilities = predictor.probabilities(pixels)
     results = []
-    for path, row in zip(images, probabilities):
+    for path, row in zip(images, probabilities, strict=True):
         order = np.argsort(-row, kind="stable")[:top]
         results.append({
             "image": str(path),

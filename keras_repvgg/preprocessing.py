@@ -82,8 +82,9 @@ def load_image(
             new_size = (scaled, int(h * scaled / w))
         else:
             new_size = (int(w * scaled / h), scaled)
-        resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
-        image = image.resize(new_size, resample.get(preprocessing.interpolation, Image.BILINEAR))
+        methods = Image.Resampling
+        resample = {"bilinear": methods.BILINEAR, "bicubic": methods.BICUBIC, "nearest": methods.NEAREST}
+        image = image.resize(new_size, resample.get(preprocessing.interpolation, methods.BILINEAR))
         left = int(round((new_size[0] - size) / 2.0))
         top = int(round((new_size[1] - size) / 2.0))
         image = image.crop((left, top, left + size, top + size))

@@ -12,8 +12,8 @@ from .backend import keras
 from .configs import VariantConfig, block_plan, get_variant
 from .errors import KerasRepVGGError
 from .fusion import BatchNorm, fuse_block, fuse_block_keep_identity
-from .names import CONV_1X1, CONV_KXK, HEAD_FC, IDENTITY, IDENTITY_SCALE, REPARAM_CONV, SE_FC1, SE_FC2, part
 from .model import LayerWeights, assign_weights, build_repvgg, describe
+from .names import CONV_1X1, CONV_KXK, HEAD_FC, IDENTITY, IDENTITY_SCALE, REPARAM_CONV, SE_FC1, SE_FC2, part
 
 
 def _bn(layer) -> BatchNorm:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from .configs import Preprocessing
 from .description import LABELS_FILE, METADATA_FILE, ModelDescription, export_metadata
 from .errors import KerasRepVGGError
 from .io import atomic_path
-from .model import describe
+from .model import clone_with_weights, describe
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 IMAGE_SIGNATURE = "predict_images"
@@ -40,7 +40,7 @@ class SplitGroupConv2D(keras.layers.Conv2D):
         kernels = tf.split(tf.convert_to_tensor(self.kernel), self.groups, axis=-1)
         strides = tuple(self.strides)
         padding = self.padding.upper()
-        y = tf.concat([tf.nn.conv2d(x, k, strides, padding) for x, k in zip(per_group, kernels)], axis=-1)
+        y = tf.concat([tf.nn.conv2d(x, k, strides, padding) for x, k in zip(per_group, kernels, strict=True)], axis=-1)
         if self.use_bias:
             y = tf.nn.bias_add(y, self.bias)
         return self.activation(y)
@@ -54,9 +54,7 @@ def portable_model(model: keras.Model) -> keras.Model:
             return SplitGroupConv2D.from_config(layer.get_config())
         return layer.__class__.from_config(layer.get_config())
 
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    return copy
+    return clone_with_weights(model, clone)
 
 
 def decode_image(data, preprocessing: Preprocessing, size: Optional[int] = None):
@@ -220,7 +218,7 @@ def _legacy_archive():
     return tf_keras.export.ExportArchive
 
 
-def _write_warmup(path: Path, size: int, signatures: Sequence[str]) -> None:
+def _write_warmup(path: Path, size: int, signatures: Iterable[str]) -> None:
     """A PredictionLog per signature, replayed by TF Serving before it takes real requests."""
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2

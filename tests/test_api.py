@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 
 import keras_repvgg
-from conftest import assert_close_to_timm
 from keras_repvgg import keras
+
+from helpers import assert_close_to_timm
 
 
 def test_model_is_the_tf_keras_model_of_this_process():
@@ -100,7 +101,7 @@ def test_save_and_load_round_trip_exactly(a0_checkpoints, tmp_path, suffix):
         )
     x = a0_checkpoints["x"]
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
-    for a, b in zip(loaded.get_weights(), model.get_weights()):
+    for a, b in zip(loaded.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

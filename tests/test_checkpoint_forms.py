@@ -7,8 +7,9 @@ import copy
 import pytest
 import torch
 
-from conftest import assert_close_to_timm, make_timm_model, random_images, save_checkpoint, torch_logits
 from keras_repvgg.converters import convert_checkpoint
+
+from helpers import assert_close_to_timm, make_timm_model, random_images, save_checkpoint, torch_logits
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -9,15 +9,16 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import (
+from keras_repvgg import keras
+from keras_repvgg.converters import convert
+
+from helpers import (
     assert_close_to_timm,
     make_timm_model,
     random_images,
     reparameterized,
     torch_logits,
 )
-from keras_repvgg import keras
-from keras_repvgg.converters import convert
 
 HUB_ID = "timm/repvgg_a0.rvgg_in1k"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -96,7 +97,7 @@ def test_list_shows_every_variant():
 
     stdout = _cli("list")
     for variant in VARIANTS.values():
-        line = next(l for l in stdout.splitlines() if l.startswith(variant.name + " "))
+        line = next(row for row in stdout.splitlines() if row.startswith(variant.name + " "))
         assert f"{deploy_parameter_count(variant):,}" in line
         assert (variant.timm_tag or "-") in line
     assert len(stdout.splitlines()) == len(VARIANTS) + 1

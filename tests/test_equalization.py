@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import random_images
 from keras_repvgg import get_variant
 from keras_repvgg.equalization import equalize, rescale_channels
 from keras_repvgg.model import build_repvgg
+
+from helpers import random_images
 
 SIZE = 32
 

@@ -9,7 +9,6 @@ import sys
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from conftest import make_timm_model, reparameterized, save_checkpoint
 from keras_repvgg.cli import main
 from keras_repvgg.converters import (
     CheckpointError,
@@ -17,6 +16,8 @@ from keras_repvgg.converters import (
     ShapeMismatchError,
     convert,
 )
+
+from helpers import make_timm_model, reparameterized, save_checkpoint
 
 
 def _run_cli(args, capsys):

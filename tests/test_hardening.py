@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import assert_close_to_timm, make_timm_model, random_images
 from keras_repvgg.cli import main
 from keras_repvgg.converters import CheckpointError, NonFiniteWeightsError, ShapeMismatchError, convert
+
+from helpers import assert_close_to_timm, make_timm_model, random_images
 
 SIZE = 32
 
@@ -165,7 +166,7 @@ def test_fuzzed_checkpoints_convert_or_fail_cleanly(a0_tensors, fuzz_log, kind, 
 
 
 def _timm_logits(tensors: dict, x: np.ndarray) -> np.ndarray:
-    from conftest import torch_logits
+    from helpers import torch_logits
 
     model = make_timm_model("repvgg_a0", seed=21, num_classes=10)
     model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()})
@@ -232,7 +233,7 @@ def _odd_images(folder: Path) -> dict[str, tuple[Path, bool]]:
 
 def test_predict_reads_odd_images_or_rejects_them_in_one_line(tmp_path, capsys):
     files = _odd_images(tmp_path)
-    from conftest import save_checkpoint
+    from helpers import save_checkpoint
 
     source = save_checkpoint(make_timm_model("repvgg_a0", seed=22), tmp_path / "a0.safetensors")
     assert main(["convert", str(source), "--input-size", str(SIZE), "-o", str(tmp_path / "a0.keras")]) == 0
@@ -276,12 +277,13 @@ def test_savedmodel_image_signature_decodes_or_rejects(tmp_path):
 # --- determinism --------------------------------------------------------------------------
 
 def test_conversion_and_export_are_deterministic(tmp_path):
-    from conftest import save_checkpoint
     from keras_repvgg.tflite import export_tflite
+
+    from helpers import save_checkpoint
 
     path = save_checkpoint(make_timm_model("repvgg_a0", seed=23), tmp_path / "a0.safetensors")
     first, second = (convert(path, input_size=SIZE) for _ in range(2))
-    assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(), second.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(), second.get_weights(), strict=True))
     train = [convert(path, input_size=SIZE, form="train") for _ in range(2)]
     calibration = random_images(16, SIZE, seed=3)
     for mode, models in (("float32", (first, second)), ("float16", (first, second)), ("int8", train)):
@@ -344,7 +346,7 @@ def _signal_while_writing(command: list[str], out_dir: Path, sig: int) -> bool:
 def test_an_export_killed_while_writing_leaves_nothing(tmp_path, fmt):
     """SIGKILL or SIGTERM the command line while its output is being written (its hidden
     temporary exists): never a partial output; after SIGTERM no temporary either."""
-    from conftest import save_checkpoint
+    from helpers import save_checkpoint
 
     source = save_checkpoint(make_timm_model("repvgg_b1g4", seed=24), tmp_path / "b1g4.safetensors")
     out_dir = tmp_path / "out"
@@ -355,7 +357,7 @@ def test_an_export_killed_while_writing_leaves_nothing(tmp_path, fmt):
     base = {Path("serving")}  # the SavedModel's base folder may exist without a version
     complete = {p.relative_to(out_dir) for p in out_dir.rglob("*")} - base
     for sig in (signal.SIGKILL, signal.SIGTERM):
-        for attempt in range(3):  # a write can finish between two looks: try again
+        for _attempt in range(3):  # a write can finish between two looks: try again
             for p in sorted(out_dir.rglob("*"), reverse=True):
                 p.unlink() if p.is_file() else p.rmdir()
             landed = _signal_while_writing(command, out_dir, sig)

@@ -14,10 +14,11 @@ import torch
 from benchmarks.digits import digits as _digits
 from benchmarks.digits import train_timm_a0 as _train_timm_a0
 from benchmarks.trained import int8_candidates
-from conftest import save_checkpoint
 from keras_repvgg import reparameterize
 from keras_repvgg.converters import convert
 from keras_repvgg.tflite import check_gpu, write_tflite
+
+from helpers import save_checkpoint
 
 # Spread over 5 seeds on an AMD EPYC (AVX2), and one run each on an Intel Xeon and another
 # EPYC: float 97.2-98.6%; the default graph lost -0.3 to 0.6 points (1 image is 0.28),

@@ -9,9 +9,10 @@ import sys
 
 import numpy as np
 
-from conftest import make_timm_model, save_checkpoint
 from benchmarks.digits import digits as _digits
 from benchmarks.trained import transfer_once
+
+from helpers import make_timm_model, save_checkpoint
 
 # Two logical CPUs must be configured before TensorFlow starts: a fresh process.
 DISTRIBUTE_SCRIPT = r"""

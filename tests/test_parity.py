@@ -7,21 +7,22 @@ import zlib
 import numpy as np
 import pytest
 
-from conftest import (
+from keras_repvgg import get_variant, reparameterize
+from keras_repvgg.converters import convert_checkpoint
+from keras_repvgg.parameters import deploy_parameter_count
+
+from helpers import (
     G2_VARIANTS,
-    keras_logits,
-    save_official_checkpoint,
     TIMM_VARIANTS,
     assert_close_to_timm,
+    keras_logits,
     make_timm_model,
     random_images,
     reparameterized,
     save_checkpoint,
+    save_official_checkpoint,
     torch_logits,
 )
-from keras_repvgg import get_variant, reparameterize
-from keras_repvgg.converters import convert_checkpoint
-from keras_repvgg.parameters import deploy_parameter_count
 
 
 def _check_variant(arch: str, size: int, tmp_path) -> None:
@@ -95,7 +96,7 @@ def test_features_match_timm_intermediates(a0_checkpoints):
     model = convert_checkpoint(a0_checkpoints["train"], features_only=True, input_size=64).model
     ours = model.predict(x, verbose=0)
     assert len(ours) == len(reference) == 5
-    for feature, ref in zip(ours, reference):
+    for feature, ref in zip(ours, reference, strict=True):
         assert_close_to_timm(feature, ref.numpy().transpose(0, 2, 3, 1))
 
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_timm_model, sklearn_photos, save_checkpoint
 from keras_repvgg import decode_predictions, get_variant, imagenet_labels, load_image, preprocess_input
 from keras_repvgg.cli import main
 from keras_repvgg.converters import convert
+
+from helpers import make_timm_model, save_checkpoint, sklearn_photos
 
 PHOTOS = sklearn_photos()  # china.jpg, flower.jpg; asserted, never an empty loop
 SIZE = 64

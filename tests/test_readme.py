@@ -40,7 +40,7 @@ def test_the_main_job_runs_as_written(tmp_path):
     from PIL import Image
     from timm.models import save_for_hf
 
-    from conftest import make_timm_model
+    from helpers import make_timm_model
 
     readme = (ROOT / "README.md").read_text()
     commands = _main_job_commands(readme)

@@ -11,12 +11,13 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import make_timm_model, random_images, save_checkpoint, sklearn_photos
 from keras_repvgg import get_variant
 from keras_repvgg.cli import main
 from keras_repvgg.converters import convert_checkpoint
 from keras_repvgg.errors import KerasRepVGGError
 from keras_repvgg.serving import WARMUP_FILE, decode_image, export_saved_model, xla_must_compile_functions
+
+from helpers import make_timm_model, random_images, save_checkpoint, sklearn_photos
 
 SIZE = 64
 PHOTOS = sklearn_photos()  # china.jpg, flower.jpg; asserted, never an empty loop
@@ -115,6 +116,7 @@ def test_fresh_process_on_plain_kernels_matches_keras(served, tmp_path):
 
     # The image signature against Pillow decoding and timm's eval transform (see below).
     import tensorflow as tf
+
     from keras_repvgg.preprocessing import load_image
 
     photos = np.stack([load_image(p, result.preprocessing) for p in PHOTOS])

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_timm_model, random_images, save_checkpoint
 from keras_repvgg.cli import main
 from keras_repvgg.converters import convert
 from keras_repvgg.errors import KerasRepVGGError
@@ -21,6 +20,8 @@ from keras_repvgg.tflite import (
     read_labels,
     write_tflite,
 )
+
+from helpers import make_timm_model, random_images, save_checkpoint
 
 # D2se (120M parameters) takes half a minute per export: marked slow, run in the Keras 3 pass.
 ARCHS = ["repvgg_a0", "repvgg_b1g4", pytest.param("repvgg_d2se", marks=pytest.mark.slow)]
@@ -69,7 +70,7 @@ def test_ops_are_builtin_static_and_one_conv_per_block(exports, arch):
     data = path.read_bytes()
     ops = {op.name: op for op in model_ops(data)}
     assert "TRANSPOSE" not in ops and not any(n.startswith(("CUSTOM", "FLEX")) for n in ops)
-    convs = [l for l in model.layers if l.__class__.__name__ == "Conv2D"]
+    convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
     assert ops["CONV_2D"].count == len(convs)  # a grouped conv is one CONV_2D, not a split
     runner = TFLiteRunner(data)
     assert list(runner.input["shape"]) == [1, SIZE, SIZE, 3]
@@ -85,7 +86,7 @@ def test_int8_from_the_training_form_keeps_the_identity_apart(arch, tmp_path, re
     train = convert(path, input_size=SIZE, form="train")
     data = export_tflite(train, "int8", calibration=random_images(24, SIZE, seed=9))
     ops = {op.name: op.count for op in model_ops(data)}
-    blocks_with_identity = sum(1 for l in train.layers if l.name.endswith(".identity"))
+    blocks_with_identity = sum(1 for layer in train.layers if layer.name.endswith(".identity"))
     assert blocks_with_identity > 0 and ops["DEPTHWISE_CONV_2D"] == blocks_with_identity, ops
     report = evaluate_tflite(data, train, random_images(6, SIZE, seed=4))
     print(arch, report)

@@ -9,14 +9,15 @@ import pytest
 import torch
 
 import keras_repvgg
-from conftest import (
+from keras_repvgg import keras, reparameterize
+from keras_repvgg.cli import main
+from keras_repvgg.converters import CheckpointError, KeyMismatchError, convert, convert_checkpoint
+
+from helpers import (
     assert_close_to_timm,
     keras_logits,
     save_official_checkpoint,
 )
-from keras_repvgg import keras, reparameterize
-from keras_repvgg.cli import main
-from keras_repvgg.converters import CheckpointError, KeyMismatchError, convert, convert_checkpoint
 
 
 def _randomize_batchnorm(model, seed=0):
@@ -60,7 +61,7 @@ def test_reparameterize_after_training_steps(arch):
     y = np.arange(16) % 5
     model.fit(x, y, batch_size=8, epochs=2, verbose=0)
     # Weights and BatchNorm statistics really moved.
-    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights(), strict=True))
     mean_after = model.get_layer("stages.1.1.conv_kxk.bn").get_weights()[2]
     assert np.abs(mean_after - mean_before).max() > 1e-3
     fused = reparameterize(model)

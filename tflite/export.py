@@ -13,7 +13,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -62,15 +62,7 @@ def _serving_model(model, batch_size: int, uint8_pixels: bool):
     return keras.Model(image, {name: outputs}, name=f"{model.name}_serving")
 
 
-def _copy(model):
-    from keras_repvgg.backend import keras
-
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    return clone
-
-
-def _representative(calibration: np.ndarray) -> Iterable[list[np.ndarray]]:
+def _representative(calibration: np.ndarray) -> Callable[[], Iterable[list[np.ndarray]]]:
     def gen():
         for sample in calibration:
             yield [sample[None].astype(np.float32)]
@@ -108,8 +100,8 @@ def export_tflite(
     """
     import tensorflow as tf
 
-    from keras_repvgg.model import describe
     from keras_repvgg.labels import labels_for
+    from keras_repvgg.model import clone_with_weights, describe
     from keras_repvgg.reparameterization import is_training_form, reparameterize
 
     if quantization not in QUANTIZATIONS:
@@ -140,7 +132,7 @@ def export_tflite(
         # branch apart, so that no centre-tap spike spoils the kernels' int8 scales.
         model = reparameterize(model, keep_identity=quantization == "int8")
     elif equalize is not False and quantization == "int8":
-        model = _copy(model)  # equalization edits weights in place
+        model = clone_with_weights(model)  # equalization edits weights in place
     if equalize is None:
         equalize = quantization == "int8"
     if equalize:
@@ -157,6 +149,7 @@ def export_tflite(
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if quantization == "int8":
+        assert calibration is not None  # checked above
         converter.representative_dataset = _representative(calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if io_dtype != "float32":

@@ -75,7 +75,7 @@ def check_gpu(path: "str | os.PathLike[str]", timeout: float = 600) -> dict[str,
         [sys.executable, "-m", "keras_repvgg.tflite.gpu", path],
         capture_output=True, text=True, env=env, timeout=timeout,
     )
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         report = {"path": path, "compiled": False, "fully_accelerated": False,

@@ -63,7 +63,7 @@ def model_ops(data: bytes) -> list[OpUse]:
         graph = model.Subgraphs(s)
         for o in range(graph.OperatorsLength()):
             counts[graph.Operators(o).OpcodeIndex()] += 1
-    return [OpUse(name, version, n) for (name, version), n in zip(codes, counts)]
+    return [OpUse(name, version, n) for (name, version), n in zip(codes, counts, strict=True)]
 
 
 def gpu_static_problems(data: bytes) -> list[str]:

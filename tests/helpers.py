@@ -1,0 +1,137 @@
+"""Shared test helpers: timm reference models and the checkpoints our converter reads.
+
+Checkpoints are made here, never downloaded: timm's own model with random
+weights and random but sane BatchNorm statistics, saved with safetensors.
+torch and timm are imported here, before any test imports TensorFlow (the other
+order crashes in triton's import); conftest imports this module first.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import timm
+import torch
+from safetensors.torch import save_file
+
+torch.set_num_threads(2)
+
+# timm publishes these eleven; the g2 variants exist only in the official repository.
+TIMM_VARIANTS = [
+    "repvgg_a0", "repvgg_a1", "repvgg_a2", "repvgg_b0", "repvgg_b1", "repvgg_b1g4",
+    "repvgg_b2", "repvgg_b2g4", "repvgg_b3", "repvgg_b3g4", "repvgg_d2se",
+]
+G2_VARIANTS = ["repvgg_b1g2", "repvgg_b2g2", "repvgg_b3g2"]
+
+
+def _g2_model(name: str):
+    """The g2 variants built from timm's own RepVGG block config with groups=2."""
+    from timm.models.byobnet import ByobNet, ByoModelCfg, _rep_vgg_bcfg
+
+    widths = {"repvgg_b1g2": (2, 2, 2, 4), "repvgg_b2g2": (2.5, 2.5, 2.5, 5), "repvgg_b3g2": (3, 3, 3, 5)}
+    cfg = ByoModelCfg(blocks=_rep_vgg_bcfg(wf=widths[name], groups=2), stem_type="rep", stem_chs=64)
+    return ByobNet(cfg)
+
+
+def make_timm_model(arch: str, seed: int = 0, num_classes: int = 1000):
+    """timm's training-form model with random weights and randomized BatchNorm, in eval mode.
+
+    BatchNorm weights stay in 0.3-0.8: near 1, the three summed branches would
+    grow activations exponentially with depth.
+    """
+    torch.manual_seed(seed)
+    if arch in G2_VARIANTS:
+        model = _g2_model(arch)
+    else:
+        model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.3)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+    # timm starts every bias at zero; random ones make the parity tests check where the
+    # head's and squeeze-excitation's biases go (a generator of their own keeps the
+    # BatchNorm statistics above what they were).
+    biases = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=biases) * 0.2)
+    return model.eval()
+
+
+def sklearn_photos() -> list[Path]:
+    """The two photographs scikit-learn ships (china.jpg, flower.jpg): real JPEGs to test on.
+
+    Checked by name, so that a test looping over them can never loop over nothing."""
+    import sklearn
+
+    photos = sorted((Path(sklearn.__file__).parent / "datasets" / "images").glob("*.jpg"))
+    assert [p.name for p in photos] == ["china.jpg", "flower.jpg"], photos
+    return photos
+
+
+def reparameterized(model):
+    return timm.utils.reparameterize_model(copy.deepcopy(model)).eval()
+
+
+def torch_logits(model, x_nhwc: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        out = model(torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))))
+    return out.numpy()
+
+
+def save_checkpoint(model, path: Path) -> Path:
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    return path
+
+
+def save_official_checkpoint(model, path: Path) -> Path:
+    """timm's state dict under the official RepVGG names, as a PyTorch pickle.
+
+    The renaming is the documented correspondence between the two code bases,
+    written out here independently of the converter's own mapping.
+    """
+    import re
+
+    def official(key: str) -> str:
+        key = re.sub(r"^stem\.", "stage0.", key)
+        key = re.sub(r"^stages\.(\d)\.", lambda m: f"stage{int(m.group(1)) + 1}.", key)
+        key = key.replace("head.fc.", "linear.")
+        for timm_part, official_part in (
+            ("conv_kxk", "rbr_dense"), ("conv_1x1", "rbr_1x1"), ("identity", "rbr_identity"),
+            ("reparam_conv", "rbr_reparam"), ("attn.fc1", "se.down"), ("attn.fc2", "se.up"),
+        ):
+            key = key.replace(f".{timm_part}.", f".{official_part}.")
+        return key
+
+    torch.save({official(k): v for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def keras_logits(model, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model(x, training=False))
+
+
+def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Normalized NHWC float32 input, as timm's eval transform produces."""
+    return np.random.default_rng(seed).standard_normal((n, size, size, 3)).astype(np.float32)
+
+
+def assert_close_to_timm(ours: np.ndarray, reference: np.ndarray, rel: float = 1e-4) -> float:
+    """max |ours - timm| <= rel * max |timm|; returns the relative error."""
+    scale = float(np.abs(reference).max())
+    err = float(np.abs(ours - reference).max()) / scale
+    assert ours.shape == reference.shape
+    assert err <= rel, f"max abs diff is {err:.2e} of the logit scale {scale:.3g}"
+    return err

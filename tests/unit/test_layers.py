@@ -1,0 +1,78 @@
+"""The package's layers run one way: core <- converters, exports <- front door (read from the
+source with ast, so numpy-only). An import inside a function counts as much as one at the top."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CORE = {"backend", "configs", "description", "errors", "fusion", "io", "labels", "lazy", "model", "names",
+        "parameters", "preprocessing", "reparameterization", "equalization"}
+FRONT = {"__init__", "__main__", "applications", "cli", "predict"}
+# Which layers each layer may import.
+ALLOWED = {"core": {"core"}, "converters": {"core", "converters"}, "exports": {"core", "exports"},
+           "front": {"core", "converters", "exports", "front"}}
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    assert parts[0] == "keras_repvgg", module
+    if len(parts) == 1:
+        return "front"
+    if parts[1] == "converters":
+        return "converters"
+    if parts[1] in ("tflite", "serving"):
+        return "exports"
+    if parts[1] in CORE:
+        return "core"
+    assert parts[1] in FRONT, f"{module}: put it in a layer (tests/unit/test_layers.py)"
+    return "front"
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for folder, package in ((ROOT / "keras_repvgg", "keras_repvgg"), (ROOT / "converters", "keras_repvgg.converters"),
+                            (ROOT / "tflite", "keras_repvgg.tflite")):
+        for path in folder.glob("*.py"):
+            found[f"{package}.{path.stem}"] = path
+    return found
+
+
+def _imports(module: str, path: Path) -> set[str]:
+    package = module.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            # `from . import names` imports the module names; `from .x import y`, the module x.
+            found = [f"{target}.{a.name}" for a in node.names] if node.module is None else [target]
+            out |= {n for n in found if n.startswith("keras_repvgg")}
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("keras_repvgg")}
+    return out
+
+
+def test_layers_import_downwards_only():
+    modules = _modules()
+    assert len(modules) > 25  # the package was found
+    wrong = []
+    for module, path in modules.items():
+        mine = _layer(module)
+        for target in _imports(module, path):
+            theirs = _layer(target)
+            if theirs not in ALLOWED[mine]:
+                wrong.append(f"{module} ({mine}) imports {target} ({theirs})")
+    assert not wrong, wrong
+
+
+def test_the_checker_sees_a_wrong_import(tmp_path):
+    """A control: an upward import is found."""
+    path = tmp_path / "fusion.py"
+    path.write_text("def f():\n    from .cli import main\n")
+    assert "keras_repvgg.cli" in _imports("keras_repvgg.fusion", path)
+    assert _layer("keras_repvgg.cli") not in ALLOWED[_layer("keras_repvgg.fusion")]
