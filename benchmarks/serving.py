@@ -15,7 +15,7 @@ from benchmarks.common import median_seconds
 def run(variants: list[str], batches=(1, 8), size: int = 224, repeats: int = 20) -> list[dict[str, Any]]:
     import tensorflow as tf
 
-    from keras_repvgg import create_model
+    from keras_repvgg import create_model, preprocess_input
     from keras_repvgg.serving import export_saved_model, portable_model
 
     rows = []
@@ -29,7 +29,7 @@ def run(variants: list[str], batches=(1, 8), size: int = 224, repeats: int = 20)
         serve = served.signatures["serving_default"]
         for batch in batches:
             x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32))
-            normalized = tf.constant((x.numpy() / 255.0 - 0.45) / 0.225)
+            normalized = tf.constant(preprocess_input(x.numpy(), arch))
             diff = float(np.abs(native_fn(normalized).numpy() - portable_fn(normalized).numpy()).max())
             native_s = median_seconds(lambda: native_fn(normalized).numpy(), repeats)
             portable_s = median_seconds(lambda: portable_fn(normalized).numpy(), repeats)

@@ -34,6 +34,11 @@ def labels_for(num_classes: int, label_names: Optional[Sequence[str]] = None) ->
     return imagenet_labels() if num_classes == IMAGENET_CLASSES else None
 
 
+def class_names(num_classes: int, label_names: Optional[Sequence[str]] = None) -> list[str]:
+    """`labels_for`, falling back to the class indices as names ("0", "1", ...)."""
+    return labels_for(num_classes, label_names) or [str(i) for i in range(num_classes)]
+
+
 def decode_predictions(
     preds, top: int = 5, labels: Optional[Sequence[str]] = None
 ) -> list[list[tuple[str, str, float]]]:

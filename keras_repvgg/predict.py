@@ -17,7 +17,7 @@ import numpy as np
 from .configs import Preprocessing
 from .description import LABELS_FILE, METADATA_FILE, ModelDescription, from_export_metadata
 from .errors import KerasRepVGGError
-from .labels import labels_for
+from .labels import class_names
 from .preprocessing import load_images, preprocess_input
 
 SAVEDMODEL_METADATA = f"assets.extra/{METADATA_FILE}"
@@ -49,10 +49,6 @@ def _as_probabilities(head: str, what: str) -> Callable[[np.ndarray], np.ndarray
     raise KerasRepVGGError(f"{what}: predict needs a classifier, and this model outputs {head.replace('_', ' ')}")
 
 
-def _labels(labels: Optional[Sequence[str]], classes: int) -> list[str]:
-    return labels_for(classes, labels or None) or [str(i) for i in range(classes)]
-
-
 def _keras_predictor(model, kind: str, description: Optional[ModelDescription] = None) -> Predictor:
     from .model import describe
 
@@ -64,7 +60,7 @@ def _keras_predictor(model, kind: str, description: Optional[ModelDescription] =
         x = pixels if description.takes_pixels else preprocess_input(pixels, p)
         return finish(np.asarray(model.predict(x, verbose=0, batch_size=8)))
 
-    return Predictor(kind, p, _labels(description.labels, description.classes), run)
+    return Predictor(kind, p, class_names(description.classes, description.labels), run)
 
 
 def _keras_file(path: Path) -> Predictor:
@@ -93,7 +89,7 @@ def _tflite_file(path: Path) -> Predictor:
     def run(pixels: np.ndarray) -> np.ndarray:
         return finish(runner(pixels if takes_pixels else preprocess_input(pixels, p)))
 
-    return Predictor("tflite", p, _labels(read_labels(data), classes), run)
+    return Predictor("tflite", p, class_names(classes, read_labels(data)), run)
 
 
 def savedmodel_version(path: Path) -> Optional[Path]:
@@ -121,7 +117,7 @@ def _savedmodel(path: Path) -> Predictor:
     def run(pixels: np.ndarray) -> np.ndarray:  # serving_default takes 0-255 pixels
         return serve(images=tf.constant(pixels, tf.float32))["probabilities"].numpy()
 
-    return Predictor("savedmodel", p, _labels(labels, classes), run)
+    return Predictor("savedmodel", p, class_names(classes, labels), run)
 
 
 def load_predictor(

@@ -165,7 +165,7 @@ def export_saved_model(
     """
     import tensorflow as tf
 
-    from .labels import labels_for
+    from .labels import class_names
     from .reparameterization import reparameterize
 
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
@@ -186,7 +186,7 @@ def export_saved_model(
         model = reparameterize(model)
         description = describe(model)
     classes = model.output_shape[-1]
-    labels = labels_for(classes, labels or description.labels) or [str(i) for i in range(classes)]
+    labels = class_names(classes, labels or description.labels)
     serving = _Serving(portable_model(model), description, labels, top_k)
     signatures = signature_outputs(description)
 
