@@ -17,6 +17,10 @@ import numpy as np
 
 from benchmarks.common import convert_timm, median_seconds, timm_models
 
+# litert-torch's files take normalized input and give logits: ours are made the same way here,
+# so that the two graphs compare op for op (our default adds in-graph normalization and a softmax).
+PEER_INPUT, PEER_OUTPUT = "normalized", "logits"
+
 
 def litert_torch_tflite(fused_timm_model, calibration_nhwc: "np.ndarray | None") -> bytes:
     """timm's reparameterized model as .tflite bytes: float32, or PT2E int8 when calibrating."""
@@ -75,11 +79,12 @@ def run(variants: list[str], size: int = 224, repeats: int = 20, rounds: int = 5
         x = rng.standard_normal((1, size, size, 3)).astype(np.float32)
         macs = deploy_multiply_adds(get_variant(arch), size)
         makers = {
-            ("float32", "ours"): lambda: export_tflite(ours_train, "float32"),
+            ("float32", "ours"): lambda: export_tflite(ours_train, "float32", input=PEER_INPUT, output=PEER_OUTPUT),
             ("float32", "litert-torch"): lambda: litert_torch_tflite(fused, None),
-            ("int8", "ours (identity apart, the default)"): lambda: export_tflite(ours_train, "int8", calibration=calibration),
+            ("int8", "ours (identity apart, the default)"): lambda: export_tflite(
+                ours_train, "int8", calibration=calibration, input=PEER_INPUT, output=PEER_OUTPUT),
             ("int8", "ours (plain graph, from the deploy form)"): lambda: export_tflite(
-                reparameterize(ours_train), "int8", calibration=calibration),
+                reparameterize(ours_train), "int8", calibration=calibration, input=PEER_INPUT, output=PEER_OUTPUT),
             ("int8", "litert-torch (PT2E)"): lambda: litert_torch_tflite(fused, calibration),
         }
         files = {}
@@ -132,7 +137,8 @@ def digits_accuracy(calibration_size: int = 256) -> list[dict[str, Any]]:
              "top1_agreement": round(float((timm_logits.argmax(-1) == reference.argmax(-1)).mean()), 4),
              "rel_l2": f"{np.linalg.norm(timm_logits - reference) / np.linalg.norm(reference):.2g}"}]
     for name, data in (
-        ("ours int8 (identity apart, equalized)", export_tflite(train_form, "int8", calibration=calibration)),
+        ("ours int8 (identity apart, equalized)",
+         export_tflite(train_form, "int8", calibration=calibration, input=PEER_INPUT, output=PEER_OUTPUT)),
         ("litert-torch PT2E int8 (per-channel)", litert_torch_tflite(fused, calibration)),
     ):
         logits = TFLiteRunner(data)(xte)

@@ -71,7 +71,9 @@ def int8_candidates(train_form, xtr: np.ndarray, xte: np.ndarray, yte: np.ndarra
     out = {"float": {"accuracy": float((reference.argmax(-1) == yte).mean()), "top1_agreement": 1.0, "rel_l2": 0.0}}
     for name in INT8_CANDIDATES:
         model, equalize = sources[name]
-        data = export_tflite(model, "int8", calibration=xtr[:calibration_size], equalize=equalize)
+        # Normalized in and logits out: the graph under test, compared on logits.
+        data = export_tflite(model, "int8", calibration=xtr[:calibration_size], equalize=equalize,
+                             input="normalized", output="logits")
         if files is not None:
             files[name] = data
         logits = TFLiteRunner(data)(xte)

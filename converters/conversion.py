@@ -128,6 +128,9 @@ def convert_checkpoint(
         initialize=False,
         # The checkpoint's own names; ImageNet's are implied for 1000 classes (`labels_for`).
         labels=config_value(checkpoint.config, "label_names") or None if include_top else None,
+        # A hub id as given; a file by its name (a local path says nothing to an app).
+        source=str(source) if not os.path.exists(source) else os.path.basename(os.path.normpath(source)),
+        license=config_value(checkpoint.config, "license") or None,
     )
     assign_weights(model, timm_to_keras(reader, variant, head_classes or 0, include_top, form))
     return Converted(

@@ -99,27 +99,40 @@ def _calibration(args, model):
 
 def _cmd_export_tflite(args: argparse.Namespace) -> int:
     from keras_repvgg.tflite import (
+        TFLiteRunner,
         check_gpu,
         evaluate_tflite,
         export_tflite,
         gpu_static_problems,
         model_ops,
+        read_metadata,
         write_tflite,
     )
+
+    from .description import from_export_metadata
 
     model = _load_model(args)
     calibration, held_out = _calibration(args, model)
     data = export_tflite(
         model, args.quantization, calibration=calibration, io_dtype=args.io_dtype,
         batch_size=args.batch_size, equalize=False if args.no_equalize else None,
+        output="logits" if args.logits else "probabilities",
+        input="normalized" if args.normalized_input else "pixels",
     )
     write_tflite(data, args.output)
-    ops = ", ".join(f"{op.name} v{op.version} x{op.count}" for op in model_ops(data))
-    print(f"wrote {args.output} ({len(data) / 2**20:.1f} MiB, {args.quantization})")
-    print(f"ops: {ops}")
+    meta = read_metadata(data)
+    assert meta is not None  # every export carries its description
+    exported = from_export_metadata(meta)
+    runner = TFLiteRunner(data)
+    classes = f", {exported.classes} classes" if exported.include_top else ""
+    print(f"wrote {args.output} ({len(data) / 2**20:.1f} MiB, {args.quantization}{classes})")
+    print(f"in: {runner.input_name} {runner.input['dtype'].__name__} {list(runner.input['shape'])} "
+          f"({'0-255 RGB pixels' if exported.takes_pixels else 'normalized RGB'}); "
+          f"out: {runner.output_name} {runner.output['dtype'].__name__} {list(runner.output['shape'])}")
+    print(f"ops: {', '.join(f'{op.name} x{op.count}' for op in model_ops(data))}")
     report = evaluate_tflite(data, model, held_out)
     print(
-        f"vs Keras float on {report['samples']} held-out inputs: max abs {report['max_abs']:.3g}, "
+        f"vs Keras on {report['samples']} held-out inputs: max abs {report['max_abs']:.3g}, "
         f"relative L2 {report['rel_l2']:.3g}, top-1 agreement {report['top1_agreement']:.1%}"
     )
     if args.gpu:
@@ -231,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-equalize", action="store_true", help="int8: skip cross-layer equalization before calibration"
     )
+    p.add_argument("--normalized-input", action="store_true",
+                   help="take normalized input, as the model does (default: 0-255 RGB, normalized inside)")
+    p.add_argument("--logits", action="store_true",
+                   help="a classifier's logits out (default: probabilities, a softmax in the graph)")
     p.add_argument("--gpu", action="store_true", help="check the file on LiteRT's GPU accelerator")
     p.set_defaults(func=_cmd_export_tflite)
 

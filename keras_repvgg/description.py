@@ -41,6 +41,8 @@ class ModelDescription:
     include_preprocessing: bool = False
     preprocessing: Preprocessing = Preprocessing()  # its input_size is the model's
     labels: Optional[tuple[str, ...]] = None
+    source: Optional[str] = None  # the checkpoint it was converted from: a hub id or a file name
+    license: Optional[str] = None  # the checkpoint's licence, where its config names one
 
     @property
     def head(self) -> str:

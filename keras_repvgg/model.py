@@ -94,13 +94,12 @@ def repvgg_block(x, spec: BlockSpec, form: str = "deploy", initializer: Optional
     return layers.ReLU(name=f"{spec.name}.act")(x)
 
 
-def _preprocess(x, preprocessing: Preprocessing):
-    """0-255 RGB -> (x / 255 - mean) / std, inside the graph."""
-    x = layers.Rescaling(1.0 / 255.0, name=names.PREPROCESS_RESCALE)(x)
+def pixel_normalization(x, preprocessing: Preprocessing, prefix: str = names.PREPROCESS):
+    """0-255 RGB -> (x / 255 - mean) / std, inside the graph (layers `PREFIX.rescale`,
+    `PREFIX.normalize`)."""
+    x = layers.Rescaling(1.0 / 255.0, name=f"{prefix}.rescale")(x)
     variance = [s * s for s in preprocessing.std]
-    return layers.Normalization(
-        mean=list(preprocessing.mean), variance=variance, name=names.PREPROCESS_NORMALIZE
-    )(x)
+    return layers.Normalization(mean=list(preprocessing.mean), variance=variance, name=f"{prefix}.normalize")(x)
 
 
 def _input(input_shape, input_tensor):
@@ -127,6 +126,8 @@ def build_repvgg(
     name: Optional[str] = None,
     initialize: bool = True,
     labels: Optional[Sequence[str]] = None,
+    source: Optional[str] = None,
+    license: Optional[str] = None,
 ) -> keras.Model:
     """Build `variant` in the deploy or the training form.
 
@@ -160,10 +161,12 @@ def build_repvgg(
         include_preprocessing=include_preprocessing,
         preprocessing=dataclasses.replace(preprocessing, input_size=int(input_shape[0] or preprocessing.input_size)),
         labels=tuple(labels) if labels is not None else None,
+        source=source,
+        license=license,
     )
     inputs = _input(input_shape, input_tensor)
     x = Description(description)(inputs)
-    x = _preprocess(x, preprocessing) if include_preprocessing else x
+    x = pixel_normalization(x, preprocessing) if include_preprocessing else x
     features = []
     for spec in block_plan(variant, input_shape[-1] or 3):
         x = repvgg_block(x, spec, form, initializer)

@@ -9,8 +9,7 @@ from __future__ import annotations
 STEM = "stem"
 HEAD_FC = "head.fc"
 HEAD_POOL = "head.global_pool"
-PREPROCESS_RESCALE = "preprocess.rescale"
-PREPROCESS_NORMALIZE = "preprocess.normalize"
+PREPROCESS = "preprocess"  # the in-graph normalization: PREPROCESS.rescale, PREPROCESS.normalize
 DESCRIPTION = "repvgg.description"
 
 # The parts of one block, after its name ("stem", "stages.2.13").

@@ -75,7 +75,7 @@ def reparameterize(model: keras.Model, keep_identity: bool = False) -> keras.Mod
         include_top=description.include_top, pooling=description.pooling, classes=description.classes,
         classifier_activation=description.classifier_activation, features_only=description.features_only,
         include_preprocessing=description.include_preprocessing, preprocessing=description.preprocessing,
-        labels=description.labels,
+        labels=description.labels, source=description.source, license=description.license,
     )
     assign_weights(deploy, _fused_weights(model, variant, in_channels, keep_identity))
     return deploy

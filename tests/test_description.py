@@ -62,8 +62,12 @@ def test_exports_name_outputs_for_what_they_hold(tmp_path):
     from keras_repvgg.serving import export_saved_model
     from keras_repvgg.tflite import TFLiteRunner, export_tflite
 
-    for activation, name in (("softmax", "probabilities"), (None, "logits")):
-        assert TFLiteRunner(export_tflite(_classifier(activation))).output_name == name
+    # A classifier's file gives probabilities by default; a logits head's logits on request.
+    for activation, output, name in (("softmax", "probabilities", "probabilities"), (None, "probabilities", "probabilities"),
+                                     (None, "logits", "logits")):
+        assert TFLiteRunner(export_tflite(_classifier(activation), output=output)).output_name == name
+    with pytest.raises(KerasRepVGGError, match="output='logits' needs a model without a softmax head"):
+        export_tflite(_classifier("softmax"), output="logits")
     backbone = keras_repvgg.RepVGGA0(input_shape=(SIZE, SIZE, 3), include_top=False, pooling="avg")
     assert describe(backbone).head == "pooled"
     assert TFLiteRunner(export_tflite(backbone)).output_name == "features"
@@ -137,7 +141,12 @@ def test_metadata_in_exports_is_the_description(tmp_path):
     from keras_repvgg.tflite import export_tflite, read_metadata
 
     model = _classifier(None)
-    assert from_export_metadata(read_metadata(export_tflite(model))) == describe(model)
+    as_is = export_tflite(model, input="normalized", output="logits")
+    assert from_export_metadata(read_metadata(as_is)) == describe(model)
+    # The default file takes pixels and gives probabilities, and says so.
+    default = from_export_metadata(read_metadata(export_tflite(model)))
+    assert default == describe(model).replace(include_preprocessing=True, classifier_activation="softmax")
+    assert (default.takes_pixels, default.head) == (True, "probabilities")
     from keras_repvgg.serving import export_saved_model
 
     folder = export_saved_model(model, tmp_path / "s")

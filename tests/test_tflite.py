@@ -27,6 +27,7 @@ from helpers import make_timm_model, random_images, save_checkpoint
 ARCHS = ["repvgg_a0", "repvgg_b1g4", pytest.param("repvgg_d2se", marks=pytest.mark.slow)]
 MODES = ["float32", "float16", "dynamic-int8", "int8"]
 SIZE = 64
+AS_THE_MODEL = {"input": "normalized", "output": "logits"}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,9 @@ def exports(tmp_path_factory):
             models[arch] = convert(path, input_size=SIZE)
         if (arch, mode) not in cache:
             calibration = random_images(24, SIZE, seed=9) if mode == "int8" else None
-            data = export_tflite(models[arch], mode, calibration=calibration)
+            # Normalized in, logits out: the network itself, compared on logits (the
+            # default files, pixels in and probabilities out, are tested below and in MediaPipe).
+            data = export_tflite(models[arch], mode, calibration=calibration, **AS_THE_MODEL)
             cache[arch, mode] = write_tflite(data, root / f"{arch}_{mode}.tflite")
         return models[arch], random_images(6, SIZE, seed=4), cache[arch, mode]
 
@@ -84,7 +87,7 @@ def test_int8_from_the_training_form_keeps_the_identity_apart(arch, tmp_path, re
     plain, grouped, squeeze-excitation; against the training form it came from."""
     path = save_checkpoint(make_timm_model(arch, seed=2), tmp_path / f"{arch}.safetensors")
     train = convert(path, input_size=SIZE, form="train")
-    data = export_tflite(train, "int8", calibration=random_images(24, SIZE, seed=9))
+    data = export_tflite(train, "int8", calibration=random_images(24, SIZE, seed=9), **AS_THE_MODEL)
     ops = {op.name: op.count for op in model_ops(data)}
     blocks_with_identity = sum(1 for layer in train.layers if layer.name.endswith(".identity"))
     assert blocks_with_identity > 0 and ops["DEPTHWISE_CONV_2D"] == blocks_with_identity, ops
@@ -114,6 +117,18 @@ def test_gpu_accelerator_runs_it_fully(exports, arch, mode, gpu_accelerator):
     assert report["max_rel_diff"] <= 2.5e-2  # GPU computes in float16
 
 
+@pytest.mark.parametrize("mode", ["float32", "float16", "int8"])
+def test_default_files_run_fully_on_the_gpu(exports, mode, tmp_path, gpu_accelerator):
+    """What users get by default: 0-255 pixels in (normalized inside), probabilities out."""
+    model, _, _ = exports("repvgg_a0", "float32")
+    calibration = random_images(24, SIZE, seed=9) if mode == "int8" else None
+    data = export_tflite(model, mode, calibration=calibration)
+    ops = {op.name for op in model_ops(data)}
+    assert "SOFTMAX" in ops and TFLiteRunner(data).output_name == "probabilities"
+    report = check_gpu(write_tflite(data, tmp_path / f"a0_{mode}.tflite"))
+    assert report["fully_accelerated"] and report["static_problems"] == [], report
+
+
 def test_dynamic_int8_is_flagged_for_gpu_delegates(exports, capsys):
     _, _, path = exports("repvgg_a0", "dynamic-int8")
     problems = gpu_static_problems(path.read_bytes())
@@ -125,7 +140,9 @@ def test_dynamic_int8_is_flagged_for_gpu_delegates(exports, capsys):
 @pytest.mark.parametrize("io_dtype", ["uint8", "int8"])
 def test_int8_with_integer_io(exports, io_dtype):
     model, held_out, _ = exports("repvgg_a0", "int8")
-    data = export_tflite(model, "int8", random_images(24, SIZE, seed=9), io_dtype=io_dtype)
+    # uint8 is camera pixels (normalized inside); int8 is the model's own input, quantized.
+    data = export_tflite(model, "int8", random_images(24, SIZE, seed=9), io_dtype=io_dtype, output="logits",
+                         input="pixels" if io_dtype == "uint8" else "normalized")
     runner = TFLiteRunner(data)
     assert runner.input["dtype"] == np.dtype(io_dtype) and runner.output["dtype"] == np.dtype(io_dtype)
     ops = {op.name for op in model_ops(data)}
@@ -140,7 +157,7 @@ def test_uint8_pixels_into_float_model_with_preprocessing(exports, tmp_path, req
     path = save_checkpoint(make_timm_model("repvgg_a0", seed=2), tmp_path / "a0.safetensors")
     rgb_model = convert(path, input_size=SIZE, include_preprocessing=True)
     labels = [f"class {i}" for i in range(1000)]
-    data = export_tflite(rgb_model, "float32", io_dtype="uint8", labels=labels)
+    data = export_tflite(rgb_model, "float32", io_dtype="uint8", labels=labels, output="logits")
     pixels = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3)).astype(np.uint8)
     runner = TFLiteRunner(data)
     assert runner.input["dtype"] == np.uint8

@@ -8,6 +8,7 @@ the plain LiteRT runtime lack.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -19,6 +20,8 @@ import numpy as np
 
 from keras_repvgg.description import LABELS_FILE, METADATA_FILE, export_metadata
 from keras_repvgg.errors import KerasRepVGGError
+
+from .metadata import ImageInput, ScoresOutput, metadata_flatbuffer, with_metadata
 
 QUANTIZATIONS = ("float32", "float16", "dynamic-int8", "int8")
 IO_DTYPES = ("float32", "uint8", "int8")
@@ -32,16 +35,23 @@ class ExportError(KerasRepVGGError):
     """An export that cannot be made as asked: bad options or calibration data."""
 
 
-def _serving_model(model, batch_size: int, uint8_pixels: bool):
-    """The model behind a static-batch input named `image`, its output named for what it holds."""
+def _serving_model(model, batch_size: int, uint8_pixels: bool, normalize: bool, softmax: bool):
+    """The model behind a static-batch input named `image`, its output named for what it holds.
+
+    uint8_pixels: the input is uint8 (cast to float inside); normalize: 0-255 pixels are
+    normalized inside with the model's mean and std; softmax: logits become probabilities.
+    """
     from keras_repvgg.backend import LEGACY_KERAS, keras
-    from keras_repvgg.model import describe
+    from keras_repvgg.model import describe, pixel_normalization
 
     shape = tuple(model.input_shape[1:])
     if any(d is None for d in shape):
         raise ExportError(
             f"the model's input shape {shape} is not static; build it with an input_shape"
         )
+    description = describe(model)
+    if description.head == "feature_maps":
+        raise ExportError("export a classifier or a pooled backbone, not a features_only model")
     dtype = "uint8" if uint8_pixels else "float32"
     image = keras.Input(shape=shape, batch_size=batch_size, dtype=dtype, name="image")
     x = image
@@ -52,10 +62,12 @@ def _serving_model(model, batch_size: int, uint8_pixels: bool):
             x = tf.cast(image, tf.float32)  # tf-keras wraps TF ops as layers
         else:
             x = keras.ops.cast(image, "float32")
-    head = describe(model).head
-    if head == "feature_maps":
-        raise ExportError("export a classifier or a pooled backbone, not a features_only model")
+    if normalize:
+        x = pixel_normalization(x, description.preprocessing, prefix="serving")
     outputs = model(x)
+    head = "probabilities" if softmax else description.head
+    if softmax:
+        outputs = keras.layers.Softmax(name="serving.softmax")(outputs)
     name = OUTPUT_NAMES[head]
     # A named identity layer: tf-keras names signature outputs after the last layer.
     outputs = keras.layers.Activation("linear", name=name)(outputs)
@@ -78,6 +90,8 @@ def export_tflite(
     batch_size: int = 1,
     labels: Optional[Sequence[str]] = None,
     equalize: Optional[bool] = None,
+    output: str = "probabilities",
+    input: str = "pixels",
 ) -> bytes:
     """Convert a Keras RepVGG model to a .tflite flatbuffer and return its bytes.
 
@@ -86,17 +100,25 @@ def export_tflite(
     quantization: "float32", "float16" (weights in float16, what mobile GPUs want),
         "dynamic-int8" (int8 weights, float activations) or "int8" (full integer,
         calibrated on `calibration`, an array of inputs exactly as the model takes them).
-    io_dtype: "float32"; "uint8" or "int8" for a full-integer model's input and
-        output; "uint8" for a float model feeds 0-255 pixels through a CAST (use it
-        with a model that includes its preprocessing).
+    input: "pixels" (the default): the file takes 0-255 RGB and normalizes inside, where the
+        model does not already, as MediaPipe Tasks needs (it normalizes with one mean and
+        std for all channels, and ImageNet's differ per channel); "normalized": the file
+        takes what the model takes (the Task Library can normalize per channel).
+    io_dtype: "float32"; "uint8": 0-255 camera pixels as uint8 (a CAST for float models,
+        the quantized input of int8 ones; needs input="pixels"); "int8": a full-integer
+        model's input and output in int8.
+    output: for a classifier, "probabilities" (the default: a SOFTMAX is added to a logits
+        head, a GPU-delegate op) or "logits" (the head as it is; a softmax head has none).
     labels: class names, stored in the file as an associated `labels.txt`; by default
         the model's own (its checkpoint's, or ImageNet's for 1000 classes).
     equalize: cross-layer equalization before int8 calibration (the default for int8):
         the same float function with balanced channel ranges, so that one int8 scale
         per activation tensor fits all its channels (see `keras_repvgg.equalization`).
         The caller's model is not changed.
-    The file also carries the model's description (`keras_repvgg.json`: input range,
-    eval transform, what the output holds), which `keras-repvgg predict` reads.
+    The file carries the standard TFLite Metadata that MediaPipe Tasks, the Task Library
+    and Android Studio read (the input's normalization in its own units, the labels as a
+    TENSOR_AXIS_LABELS file, the model's name, version and licence), and our description
+    of the file (`keras_repvgg.json`), which `keras-repvgg predict` reads.
     """
     import tensorflow as tf
 
@@ -110,6 +132,12 @@ def export_tflite(
         raise ExportError(f"io_dtype must be one of {IO_DTYPES}, got {io_dtype!r}")
     if io_dtype == "int8" and quantization != "int8":
         raise ExportError("io_dtype='int8' needs quantization='int8'")
+    if output not in ("probabilities", "logits"):
+        raise ExportError(f"output must be 'probabilities' or 'logits', got {output!r}")
+    if input not in ("pixels", "normalized"):
+        raise ExportError(f"input must be 'pixels' or 'normalized', got {input!r}")
+    if io_dtype == "uint8" and input != "pixels":
+        raise ExportError("io_dtype='uint8' takes camera pixels: it needs input='pixels'")
     if quantization == "int8":
         if calibration is None:
             raise ExportError("int8 quantization needs calibration data (images or an array)")
@@ -127,6 +155,13 @@ def export_tflite(
 
     description = describe(model)
     labels = labels_for(description.classes, labels or description.labels) if description.include_top else None
+    if output == "logits" and description.head == "probabilities":
+        raise ExportError("output='logits' needs a model without a softmax head (classifier_activation=None)")
+    softmax = output == "probabilities" and description.head == "logits"
+    normalize = input == "pixels" and not description.takes_pixels
+    if normalize and calibration is not None:  # the file takes pixels: calibrate on pixels
+        p = description.preprocessing
+        calibration = (calibration * np.asarray(p.std, np.float32) + np.asarray(p.mean, np.float32)) * 255.0
     if is_training_form(model):
         # Float exports get the plain one-conv-per-block graph; int8 keeps the identity
         # branch apart, so that no centre-tap spike spoils the kernels' int8 scales.
@@ -139,9 +174,9 @@ def export_tflite(
         from keras_repvgg.equalization import equalize as equalize_ranges
 
         equalize_ranges(model)
-    uint8_pixels = io_dtype == "uint8" and quantization != "int8"
+    uint8_pixels = io_dtype == "uint8" and quantization != "int8"  # int8 quantizes its uint8 input instead
     converter = tf.lite.TFLiteConverter.from_keras_model(
-        _serving_model(model, batch_size, uint8_pixels)
+        _serving_model(model, batch_size, uint8_pixels, normalize, softmax)
     )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization != "float32":
@@ -155,8 +190,44 @@ def export_tflite(
         if io_dtype != "float32":
             converter.inference_input_type = tf.uint8 if io_dtype == "uint8" else tf.int8
             converter.inference_output_type = converter.inference_input_type
-    data = converter.convert()
-    return attach_files(data, labels=labels, metadata=export_metadata(describe(model)))
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras' "Saved artifact ..." dump is not for users
+        data = converter.convert()
+    # What the file is: the model's description with the file's own head and input.
+    exported = describe(model).replace(
+        classifier_activation="softmax" if softmax else describe(model).classifier_activation,
+        include_preprocessing=description.takes_pixels or normalize,
+    )
+    data = with_metadata(data, standard_metadata(exported, labels is not None, quantization, io_dtype))
+    return attach_files(data, labels=labels, metadata=export_metadata(exported))
+
+
+def standard_metadata(description, has_labels: bool, quantization: str, io_dtype: str) -> bytes:
+    """The TFLITE_METADATA of an export of the model `description` describes (its head and
+    input as in the file)."""
+    from keras_repvgg.configs import get_variant
+
+    p = description.preprocessing
+    if description.takes_pixels:  # 0-255 in: MediaPipe passes the pixels as they are
+        mean, std, value_range = [0.0], [1.0], (0.0, 255.0)
+    else:  # normalized in: MediaPipe computes (pixel - 255 mean) / (255 std)
+        mean, std = [255.0 * m for m in p.mean], [255.0 * s for s in p.std]
+        lows = [(0.0 - m) / s for m, s in zip(mean, std, strict=True)]
+        highs = [(255.0 - m) / s for m, s in zip(mean, std, strict=True)]
+        value_range = (min(lows), max(highs))
+    head = description.head
+    what = {"probabilities": "Probabilities of the classes (softmax).", "logits": "Logits of the classes.",
+            "scores": f"Scores of the classes ({description.classifier_activation}).",
+            "pooled": "Pooled features.", "feature_map": "Feature map."}[head]
+    keras_name = get_variant(description.variant).keras_name
+    return metadata_flatbuffer(
+        name=f"{keras_name} ({description.variant})",
+        description=f"RepVGG image classifier ({quantization}, {io_dtype} input), exported by keras-repvgg. {what}",
+        version=description.source or "",
+        author="keras-repvgg",
+        license=description.license or "",
+        image=ImageInput("image", int(p.input_size), mean, std, value_range),
+        output=ScoresOutput(OUTPUT_NAMES[head], what, LABELS_FILE if has_labels else None),
+    )
 
 
 def attach_files(data: bytes, labels: Optional[Sequence[str]] = None, metadata: Optional[dict] = None) -> bytes:

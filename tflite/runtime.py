@@ -55,7 +55,28 @@ def compare_logits(ours: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
 
 
 def evaluate_tflite(data: bytes, model, inputs: np.ndarray) -> dict[str, Any]:
-    """The .tflite model's error against the Keras float model on the same inputs."""
-    runner = TFLiteRunner(data)
-    reference = np.asarray(model.predict(inputs, verbose=0, batch_size=8))
-    return compare_logits(runner(inputs), reference)
+    """The .tflite model's error against the Keras model it was exported from.
+
+    `inputs` are as the Keras model takes them. Where the file takes 0-255 pixels and the
+    model normalized input, both see the same whole pixels; where the file adds a softmax
+    to the model's logits, the comparison is of probabilities.
+    """
+    from keras_repvgg.description import from_export_metadata
+    from keras_repvgg.model import describe
+    from keras_repvgg.preprocessing import preprocess_input
+
+    from .export import read_metadata
+
+    ours, meta = describe(model), read_metadata(data)
+    exported = from_export_metadata(meta) if meta is not None else ours
+    x_file = x_model = np.asarray(inputs, np.float32)
+    if exported.takes_pixels and not ours.takes_pixels:
+        p = ours.preprocessing
+        pixels = (x_model * np.asarray(p.std, np.float32) + np.asarray(p.mean, np.float32)) * 255.0
+        x_file = np.clip(np.round(pixels), 0, 255).astype(np.float32)
+        x_model = preprocess_input(x_file, p)
+    reference = np.asarray(model.predict(x_model, verbose=0, batch_size=8))
+    if exported.head == "probabilities" and ours.head == "logits":
+        z = np.exp(reference - reference.max(axis=-1, keepdims=True))
+        reference = z / z.sum(axis=-1, keepdims=True)
+    return compare_logits(TFLiteRunner(data)(x_file), reference)
