@@ -12,6 +12,9 @@ import threading
 from typing import Iterator, Optional, Sequence
 
 from .errors import KerasRepVGGError
+from .records import FORMATS
+
+PARTIAL = 3  # predict: the run finished, but some images could not be read
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -159,22 +162,43 @@ def _cmd_export_savedmodel(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    import json
+def _progress(records, terminal):
+    """Pass the records through, with a bar (count, images/s) on the terminal."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .predict import load_predictor, predict_files
+    columns = (SpinnerColumn(), TextColumn("{task.completed} images"),
+               TextColumn("{task.fields[rate]} images/s"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(file=terminal), transient=True) as bar:
+        task = bar.add_task("predict", total=None, rate="-")
+        for record in records:
+            yield record
+            bar.advance(task)
+            speed = bar.tasks[0].speed
+            bar.update(task, rate=f"{speed:.1f}" if speed else "-")
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import classify_files, load_predictor
+    from .records import format_for, write_records
 
     if args.top < 1:
         raise KerasRepVGGError(f"--top must be at least 1, got {args.top}")
+    fmt = format_for(args.output, "jsonl" if args.json else args.format)
     predictor = load_predictor(args.model, args.arch, args.input_size)
-    results = predict_files(predictor, args.images, top=args.top)
-    if args.json:
-        print(json.dumps(results, indent=1))
-        return 0
-    for result in results:
-        print(result["image"])
-        for rank, entry in enumerate(result["top"], 1):
-            print(f"  {rank}. {entry['label']} ({entry['index']}): {entry['probability']:.4f}")
+    records = classify_files(predictor, args.images, top=args.top, batch_size=args.batch_size, threads=args.threads)
+    if args.terminal is not None:
+        records = _progress(records, args.terminal)
+    if args.output:
+        from .io import atomic_path
+
+        with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
+            count, failed = write_records(records, out, fmt, args.top)  # renamed into place when whole
+    else:
+        count, failed = write_records(records, sys.stdout, fmt, args.top)
+    if failed:
+        args.notices.append(f"{failed} of {count} images could not be read (their records hold the error)")
+        return PARTIAL
     return 0
 
 
@@ -262,9 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify images with a .keras, .tflite, SavedModel or SOURCE")
     p.add_argument("model", help="a .keras file, a .tflite file, a SavedModel folder, or any SOURCE")
-    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    p.add_argument("images", nargs="+", metavar="INPUT",
+                   help="image files, folders (searched recursively for image files), glob patterns (quoted), "
+                        "or @LIST: a text file naming one image a line")
     p.add_argument("--top", type=int, default=5, help="classes to show per image (default 5)")
-    p.add_argument("--json", action="store_true", help="print one JSON list, an object per image")
+    p.add_argument("-o", "--output", help="write to this file, whole at the end (default: stdout, as it goes)")
+    p.add_argument("--format", choices=FORMATS,
+                   help="text, jsonl (JSON Lines, an object per image) or csv; default: text on stdout, "
+                        "jsonl into --output (csv for a .csv name)")
+    p.add_argument("--json", action="store_true", help="the same as --format jsonl")
+    p.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    p.add_argument("--threads", type=int, help="image-decoding threads (default: one per CPU)")
     p.add_argument("--arch", help="variant name, for a SOURCE")
     p.add_argument("--input-size", type=int, help="input height and width, for a SOURCE")
     p.set_defaults(func=_cmd_predict)
@@ -306,6 +338,16 @@ def _native_stderr_captured(enabled: bool) -> Iterator[None]:
                 sys.stderr.write(log.read().decode(errors="replace"))
 
 
+def _terminal():
+    """stderr as a stream of its own when it is a terminal (for progress bars), else None.
+
+    A duplicate of the descriptor: fd 2 itself is captured while a command runs."""
+    try:
+        return os.fdopen(os.dup(2), "w", buffering=1) if os.isatty(2) else None
+    except OSError:
+        return None
+
+
 def _terminate(signum, frame):
     # SIGTERM unwinds like an exception, so that half-written temporary outputs are removed.
     raise SystemExit(128 + signum)
@@ -318,9 +360,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if args.debug else "3")
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    args.notices = []  # one-line notes for stderr, printed once TensorFlow's chatter is no longer captured
+    args.terminal = _terminal()
     try:
         with _native_stderr_captured(not args.debug):
-            return args.func(args)
+            status = args.func(args)
+        for notice in args.notices:
+            print(f"keras-repvgg: {notice}", file=sys.stderr)
+        return status
     except BrokenPipeError:
         # The reader went away (`keras-repvgg list | head -5`): nothing more to say.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -339,6 +386,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "(a bug; run again with --debug for the traceback)", file=sys.stderr)
         return 1
     finally:
+        if args.terminal is not None:
+            args.terminal.close()
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
 

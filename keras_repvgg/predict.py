@@ -1,24 +1,30 @@
 """Classify image files with any kind of model: .keras, .tflite, a SavedModel, or a checkpoint.
 
 Every kind gets the same pixels (timm's eval transform in Pillow, `load_image`),
-so that the kinds differ only in how they compute, not in what they see.
+so that the kinds differ only in how they compute, not in what they see. Files stream
+through in batches: threads decode the next batches while the model runs this one, so
+that memory holds a few batches whatever the number of images.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
 from .configs import Preprocessing
 from .description import LABELS_FILE, METADATA_FILE, ModelDescription, from_export_metadata
 from .errors import KerasRepVGGError
+from .inputs import Unmatched, image_paths
 from .labels import class_names
-from .preprocessing import load_images, preprocess_input
+from .preprocessing import ImageError, load_image, preprocess_input
 
 SAVEDMODEL_METADATA = f"assets.extra/{METADATA_FILE}"
 SAVEDMODEL_LABELS = f"assets.extra/{LABELS_FILE}"
@@ -58,7 +64,7 @@ def _keras_predictor(model, kind: str, description: Optional[ModelDescription] =
 
     def run(pixels: np.ndarray) -> np.ndarray:
         x = pixels if description.takes_pixels else preprocess_input(pixels, p)
-        return finish(np.asarray(model.predict(x, verbose=0, batch_size=8)))
+        return finish(np.asarray(model.predict_on_batch(x)))  # the batch as the caller made it
 
     return Predictor(kind, p, class_names(description.classes, description.labels), run)
 
@@ -137,15 +143,71 @@ def load_predictor(
     return _keras_predictor(convert_checkpoint(model, arch, input_size=input_size).model, "source")
 
 
-def predict_files(predictor: Predictor, images: Sequence["str | os.PathLike[str]"], top: int = 5) -> list[dict]:
-    """[{"image": PATH, "top": [{"index", "label", "probability"}, ...]}, ...] in the order given."""
-    pixels = load_images(images, predictor.preprocessing, normalize=False)
-    probabilities = predictor.probabilities(pixels)
-    results = []
-    for path, row in zip(images, probabilities, strict=True):
+PREFETCH = 2  # batches decoded ahead of the model
+
+
+def decode(
+    source: "str | os.PathLike[str] | BinaryIO", predictor: Predictor, name: Optional[str] = None
+) -> Union[np.ndarray, str]:
+    """0-255 RGB pixels at the model's size (timm's eval transform), or the error message
+    naming the file. A path, or a binary file object with the `name` to call it."""
+    try:
+        return load_image(source, predictor.preprocessing, normalize=False, name=name)
+    except ImageError as err:
+        return str(err)
+
+
+def records(predictor: Predictor, names: list[str], decoded: list[Union[np.ndarray, str]], top: int) -> list[dict]:
+    """One record per image, in order: its top classes, or its decoding error."""
+    good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
+    probabilities = predictor.probabilities(np.stack([decoded[i] for i in good])) if good else []
+    rows = dict(zip(good, probabilities, strict=True))
+    out = []
+    for i, name in enumerate(names):
+        if i not in rows:
+            out.append({"image": name, "error": decoded[i]})
+            continue
+        row = rows[i]
         order = np.argsort(-row, kind="stable")[:top]
-        results.append({
-            "image": str(path),
-            "top": [{"index": int(i), "label": predictor.labels[i], "probability": float(row[i])} for i in order],
+        out.append({
+            "image": name,
+            "top": [{"index": int(k), "label": predictor.labels[k], "probability": float(row[k])} for k in order],
         })
-    return results
+    return out
+
+
+def classify_files(
+    predictor: Predictor, inputs: Iterable["str | os.PathLike[str]"], top: int = 5, batch_size: int = 32,
+    threads: Optional[int] = None,
+) -> Iterator[dict]:
+    """Records (see `records`) for every image the inputs name (files, folders, glob patterns,
+    @lists: `keras_repvgg.inputs.image_paths`), in order, as they are classified.
+
+    `threads` decode in parallel with the model, at most PREFETCH batches ahead, so that
+    memory holds PREFETCH + 1 batches whatever the number of images. An unreadable image,
+    or an input naming none, is a record with its error, and the run goes on.
+    """
+    if batch_size < 1:
+        raise KerasRepVGGError(f"the batch size must be at least 1, got {batch_size}")
+
+    def decoded(item: "str | Unmatched") -> Union[np.ndarray, str]:
+        return item.error if isinstance(item, Unmatched) else decode(item, predictor)
+
+    items = image_paths(inputs)
+    pending: deque[tuple[list[str], list[Future]]] = deque()
+    with ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="decode") as pool:
+        while batch := list(itertools.islice(items, batch_size)):
+            names = [item.name if isinstance(item, Unmatched) else item for item in batch]
+            pending.append((names, [pool.submit(decoded, item) for item in batch]))
+            if len(pending) > PREFETCH:
+                names, futures = pending.popleft()
+                yield from records(predictor, names, [f.result() for f in futures], top)
+        while pending:
+            names, futures = pending.popleft()
+            yield from records(predictor, names, [f.result() for f in futures], top)
+
+
+def predict_files(predictor: Predictor, images: Iterable["str | os.PathLike[str]"], top: int = 5) -> list[dict]:
+    """All records of `classify_files` as one list: [{"image": PATH, "top": [{"index", "label",
+    "probability"}, ...]} or {"image": PATH, "error": MESSAGE}, ...], in the order given."""
+    return list(classify_files(predictor, images, top=top))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Optional, Sequence
 
 import numpy as np
 
@@ -20,12 +20,17 @@ class ImageError(KerasRepVGGError):
     """An image file that cannot be read: missing, corrupt, truncated, too large."""
 
 
-def open_rgb(path: "str | os.PathLike[str]"):
-    """A Pillow image in 8-bit RGB, from any mode: grayscale, palette, CMYK, 16-bit, RGBA."""
-    from PIL import Image
+def open_rgb(path: "str | os.PathLike[str] | BinaryIO", name: Optional[str] = None):
+    """A Pillow image in 8-bit RGB, from any mode: grayscale, palette, CMYK, 16-bit, RGBA.
 
+    `path` may be a binary file object (bytes read elsewhere, as Beam's workers do);
+    `name` is what error messages call it (default: the path).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    source, path = path, (name if name is not None else path)  # path: what messages name
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             if image.width * image.height > MAX_PIXELS:
                 raise ImageError(
                     f"{path}: {image.width}x{image.height} pixels, more than the {MAX_PIXELS:,} accepted"
@@ -39,6 +44,8 @@ def open_rgb(path: "str | os.PathLike[str]"):
             return image.convert("RGB")
     except ImageError:
         raise
+    except UnidentifiedImageError:  # its own message holds the file's repr: say it plainly
+        raise ImageError(f"{path}: not an image file (no format Pillow reads)") from None
     except Image.DecompressionBombError as err:
         raise ImageError(f"{path}: too large to decode safely ({err})") from None
     except (OSError, ValueError, SyntaxError) as err:  # Pillow's errors for unreadable files
@@ -66,15 +73,17 @@ def preprocess_input(x, arch: "str | Preprocessing" = "repvgg_a0") -> np.ndarray
 
 
 def load_image(
-    path: "str | os.PathLike[str]", preprocessing: "str | Preprocessing", normalize: bool = True
+    path: "str | os.PathLike[str] | BinaryIO", preprocessing: "str | Preprocessing", normalize: bool = True,
+    name: Optional[str] = None,
 ) -> np.ndarray:
     """One image file through timm's eval transform: (size, size, 3) float32, normalized,
-    or 0-255 RGB with normalize=False. `preprocessing` may be a variant name."""
+    or 0-255 RGB with normalize=False. `preprocessing` may be a variant name. `path` may be
+    a binary file object, with `name` naming it in errors."""
     preprocessing = _preprocessing(preprocessing)
     from PIL import Image
 
     size = preprocessing.input_size
-    with open_rgb(path) as image:
+    with open_rgb(path, name) as image:
         # The shorter side becomes floor(size / crop_pct), as timm's transform does.
         scaled = math.floor(size / preprocessing.crop_pct)
         w, h = image.size
