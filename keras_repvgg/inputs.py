@@ -55,8 +55,8 @@ def _expand(argument: str, kind: str) -> Iterator[str]:
     elif kind == "folder":
         yield from _folder(Path(argument))
     else:
-        for match in sorted(glob.iglob(argument, recursive=True)):
-            yield from _folder(Path(match)) if os.path.isdir(match) else (match,)
+        # The files it matches, as Beam's file patterns do (`dir/**` also matches dir itself)
+        yield from (match for match in sorted(glob.iglob(argument, recursive=True)) if os.path.isfile(match))
 
 
 EMPTY = {"list": "the list names no file", "folder": f"no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder",
@@ -82,7 +82,7 @@ def _one(argument: str) -> Iterator[Item]:
 
 def image_paths(inputs: Iterable["str | os.PathLike[str]"]) -> Iterator[Item]:
     """Each input in turn: a file as given; a folder's image files (.jpg, .png, ...), recursively;
-    a glob pattern's matches (`**` spans folders; a matched folder is searched like a folder);
+    the files a glob pattern matches, sorted (`**` spans folders);
     `@LIST`, a text file naming one path a line (relative to the current folder; blank lines
     skipped). An input that yields nothing gives one `Unmatched` saying why."""
     for argument in inputs:

@@ -14,6 +14,7 @@ from .errors import KerasRepVGGError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 MAX_PIXELS = 100_000_000  # larger images are refused: decoding one takes gigabytes
+LONG_SIDE_LIMIT = 8  # beyond this aspect ratio, only the centre crop is resized (same pixels, bounded memory)
 
 
 class ImageError(KerasRepVGGError):
@@ -93,10 +94,14 @@ def load_image(
             new_size = (int(w * scaled / h), scaled)
         methods = Image.Resampling
         resample = {"bilinear": methods.BILINEAR, "bicubic": methods.BICUBIC, "nearest": methods.NEAREST}
-        image = image.resize(new_size, resample.get(preprocessing.interpolation, methods.BILINEAR))
+        method = resample.get(preprocessing.interpolation, methods.BILINEAR)
         left = int(round((new_size[0] - size) / 2.0))
         top = int(round((new_size[1] - size) / 2.0))
-        image = image.crop((left, top, left + size, top + size))
+        if max(new_size) <= LONG_SIDE_LIMIT * scaled:
+            image = image.resize(new_size, method).crop((left, top, left + size, top + size))
+        else:  # a strip (50,000 x 2 pixels would resize to 1.8M x 73): resize only what the crop keeps
+            sx, sy = w / new_size[0], h / new_size[1]
+            image = image.resize((size, size), method, box=(left * sx, top * sy, (left + size) * sx, (top + size) * sy))
         pixels = np.asarray(image, dtype=np.float32)
     return preprocess_input(pixels, preprocessing) if normalize else pixels
 

@@ -135,3 +135,53 @@ def assert_close_to_timm(ours: np.ndarray, reference: np.ndarray, rel: float = 1
     assert ours.shape == reference.shape
     assert err <= rel, f"max abs diff is {err:.2e} of the logit scale {scale:.3g}"
     return err
+
+
+def photo_crops(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    """n crops and scales of scikit-learn's two photographs (JPEG, PNG, WebP; 40-300 px a side),
+    in two nested folders, plus images in odd modes: CMYK, 16-bit grayscale, palette, grayscale,
+    RGBA and a 3000 x 9 strip. Returns them all, sorted."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    photos = [Image.open(p).convert("RGB") for p in sklearn_photos()]
+    paths = []
+    for i in range(n):
+        photo = photos[i % 2]
+        w, h = int(rng.integers(40, 400)), int(rng.integers(40, 400))
+        x, y = int(rng.integers(0, photo.width - w)), int(rng.integers(0, photo.height - h))
+        crop = photo.crop((x, y, x + w, y + h))
+        scale = float(rng.uniform(0.3, 1.5))
+        crop = crop.resize((max(8, int(w * scale)), max(8, int(h * scale))))
+        suffix = (".jpg", ".png", ".webp")[i % 3]
+        path = folder / f"set{i % 2}" / f"crop{i:04d}{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        crop.save(path)
+        paths.append(path)
+    rgb = photos[0].resize((160, 120))
+    odd = {
+        "cmyk.jpg": rgb.convert("CMYK"), "palette.gif": rgb.convert("P"), "gray.png": rgb.convert("L"),
+        "rgba.png": rgb.convert("RGBA"), "strip.png": photos[1].resize((3000, 9)),
+        "gray16.png": Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257),
+    }
+    for name, image in odd.items():
+        image.save(folder / name)
+        paths.append(folder / name)
+    return sorted(paths)
+
+
+def unreadable_images(folder: Path) -> list[Path]:
+    """Files named as images that no decoder reads: corrupt, truncated, empty, text, 120 megapixels."""
+    from PIL import Image
+
+    jpeg = folder / "whole.jpg"
+    Image.open(sklearn_photos()[0]).save(jpeg)
+    files = {
+        "corrupt.jpg": b"\xff\xd8\xff\xe0 not really a JPEG" * 3, "truncated.jpg": jpeg.read_bytes()[:2000],
+        "empty.png": b"", "text.png": b"plain text, not an image\n",
+    }
+    jpeg.unlink()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    Image.new("L", (12_000, 10_000)).save(folder / "huge.png", optimize=True)
+    return sorted(folder / name for name in [*files, "huge.png"])

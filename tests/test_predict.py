@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -11,10 +12,11 @@ import pytest
 from PIL import Image
 
 from keras_repvgg import decode_predictions, get_variant, imagenet_labels, load_image, preprocess_input
-from keras_repvgg.cli import main
+from keras_repvgg.cli import PARTIAL, main
+from keras_repvgg.predict import classify_files, load_predictor
 from keras_repvgg.converters import convert
 
-from helpers import make_timm_model, save_checkpoint, sklearn_photos
+from helpers import make_timm_model, photo_crops, save_checkpoint, sklearn_photos, unreadable_images
 
 PHOTOS = sklearn_photos()  # china.jpg, flower.jpg; asserted, never an empty loop
 SIZE = 64
@@ -84,7 +86,7 @@ def models(tmp_path_factory):
 
 def _predict_json(model, images, capsys, *extra) -> list[dict]:
     assert main(["predict", str(model), *map(str, images), "--json", *extra]) == 0
-    return json.loads(capsys.readouterr().out)
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # JSON Lines
 
 
 def test_predict_gives_the_same_top5_whatever_the_model_kind(models, capsys):
@@ -112,6 +114,125 @@ def test_predict_text_output_and_bad_images(models, tmp_path, capsys):
     assert lines[0] == str(models["images"][0]) and len(lines) == 4 and lines[1].startswith("  1. ")
     bad = tmp_path / "not_an_image.jpg"
     bad.write_bytes(b"plain text, not a JPEG")
-    assert main(["predict", str(models["keras"]), str(bad)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "not_an_image.jpg" in err
+    assert main(["predict", str(models["keras"]), str(bad), str(models["images"][0])]) == PARTIAL
+    out, err = capsys.readouterr()
+    assert out.splitlines()[:2] == [str(bad), f"  error: {bad}: not an image file (no format Pillow reads)"]
+    assert out.splitlines()[2] == str(models["images"][0]) and len(out.splitlines()) == 8  # the run went on
+    assert err.strip() == "keras-repvgg: 1 of 2 images could not be read (their records hold the error)"
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """40 crops and scales of the photographs, 6 in odd modes, and 5 that no decoder reads."""
+    root = tmp_path_factory.mktemp("images")
+    good = photo_crops(root, 40, seed=1)
+    (root / "bad").mkdir()
+    bad = unreadable_images(root / "bad")
+    assert len(good) == 46 and len(bad) == 5
+    return {"root": root, "good": good, "bad": bad}
+
+
+def _probabilities(record) -> np.ndarray:
+    return np.array([t["probability"] for t in sorted(record["top"], key=lambda t: t["index"])])
+
+
+@pytest.mark.parametrize("kind", ["tflite", "keras", "savedmodel", "source"])
+def test_streaming_equals_the_in_memory_result(kind, models, image_folder):
+    """Batches of 7 with 2 decoding threads give what one in-memory batch of every readable
+    image gives; the unreadable ones are records with their error, in their place."""
+    from keras_repvgg.preprocessing import load_images
+
+    predictor = load_predictor(models[kind], input_size=SIZE if kind == "source" else None)
+    streamed = list(classify_files(predictor, [image_folder["root"]], top=1000, batch_size=7, threads=2))
+    good = {str(p) for p in image_folder["good"]}
+    assert sorted(r["image"] for r in streamed) == sorted(good | {str(p) for p in image_folder["bad"]})
+    errors = {r["image"]: r["error"] for r in streamed if "error" in r}
+    assert set(errors) == {str(p) for p in image_folder["bad"]}
+    assert all(error.startswith(image + ": ") for image, error in errors.items())
+    assert "12000x10000 pixels" in errors[str(image_folder["root"] / "bad" / "huge.png")]
+
+    classified = [r for r in streamed if "error" not in r]
+    in_memory = predictor.probabilities(load_images([r["image"] for r in classified], predictor.preprocessing,
+                                                    normalize=False))
+    ours = np.stack([_probabilities(r) for r in classified])
+    if kind == "tflite":  # one image per call whatever the batch: bit for bit
+        np.testing.assert_array_equal(ours, in_memory)
+    else:  # Keras and TensorFlow may pick other kernels for other batch sizes
+        np.testing.assert_allclose(ours, in_memory, rtol=1e-5, atol=1e-8)
+
+
+def test_predict_writes_jsonl_and_csv_whole(models, image_folder, tmp_path, capsys, monkeypatch):
+    root = image_folder["root"]
+    listed = tmp_path / "list.txt"
+    listed.write_text("\n".join(map(str, image_folder["bad"][:2] + image_folder["good"][:3])) + "\n")
+    inputs = [str(root / "set0"), str(root / "*.png"), f"@{listed}", str(tmp_path / "nothing*.jpg")]
+    expected = list(classify_files(load_predictor(models["tflite"]), inputs, top=3))
+    assert len(expected) == 20 + 4 + 5 + 1 and sum("error" in r for r in expected) == 3
+
+    model = str(models["tflite"])
+    assert main(["predict", model, *inputs, "--top", "3", "--json", "--batch-size", "4"]) == PARTIAL
+    out, err = capsys.readouterr()
+    assert [json.loads(line) for line in out.splitlines()] == expected  # stdout: JSON Lines as they come
+    assert err.strip() == "keras-repvgg: 3 of 30 images could not be read (their records hold the error)"
+    assert "images/s" not in err  # no progress bar when stderr is not a terminal
+
+    assert main(["predict", model, *inputs, "--top", "3", "-o", str(tmp_path / "out.jsonl")]) == PARTIAL
+    assert [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()] == expected
+    assert main(["predict", model, *inputs, "--top", "3", "-o", str(tmp_path / "out.csv")]) == PARTIAL
+    import csv
+
+    with open(tmp_path / "out.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["image"] for row in rows] == [r["image"] for r in expected]
+    for row, record in zip(rows, expected, strict=True):
+        assert row["error"] == record.get("error", "")
+        for rank, entry in enumerate(record.get("top", []), 1):
+            assert (int(row[f"index_{rank}"]), row[f"label_{rank}"], float(row[f"probability_{rank}"])) == \
+                (entry["index"], entry["label"], entry["probability"])
+    capsys.readouterr()
+
+    # The model fails on the third batch: the old output stays as it was, and no temporary is left.
+    real = load_predictor(models["tflite"])
+    calls = []
+
+    def failing(pixels):
+        calls.append(len(pixels))
+        if len(calls) % 3 == 0:
+            raise RuntimeError("the model broke")
+        return real.probabilities(pixels)
+
+    monkeypatch.setattr("keras_repvgg.predict.load_predictor", lambda *a: dataclasses.replace(real, probabilities=failing))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for name in ("out.jsonl", "out.csv", "new.jsonl"):
+        assert main(["predict", model, *inputs, "--batch-size", "4", "-o", str(tmp_path / name)]) == 1, calls
+        assert "RuntimeError: the model broke" in capsys.readouterr().err
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert calls == [4] * 9  # three runs, each stopped at its third batch
+
+
+def test_progress_bar_on_a_terminal_only(models, image_folder):
+    """Under a pseudo-terminal, stderr shows the count and images/s; stdout holds only records."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    run = subprocess.Popen([sys.executable, "-m", "keras_repvgg", "predict", str(models["tflite"]),
+                            str(image_folder["root"] / "set1"), "--json", "--batch-size", "2"],
+                           stdout=subprocess.PIPE, stderr=follower, text=True)
+    os.close(follower)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    out = run.communicate(timeout=120)[0]
+    os.close(leader)
+    assert run.returncode == 0
+    assert len([json.loads(line) for line in out.splitlines()]) == 20
+    assert b"images/s" in terminal and b"20 images" in terminal

@@ -9,7 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CORE = {"backend", "configs", "description", "errors", "fusion", "io", "labels", "lazy", "model", "names",
         "parameters", "preprocessing", "reparameterization", "equalization"}
-FRONT = {"__init__", "__main__", "applications", "cli", "predict"}
+FRONT = {"__init__", "__main__", "applications", "cli", "predict", "inputs", "records", "beam"}
+OPTIONAL = {"beam": "apache_beam"}  # front-door modules of optional extras: no other module imports them
 # Which layers each layer may import.
 ALLOWED = {"core": {"core"}, "converters": {"core", "converters"}, "exports": {"core", "exports"},
            "front": {"core", "converters", "exports", "front"}}
@@ -76,3 +77,21 @@ def test_the_checker_sees_a_wrong_import(tmp_path):
     path.write_text("def f():\n    from .cli import main\n")
     assert "keras_repvgg.cli" in _imports("keras_repvgg.fusion", path)
     assert _layer("keras_repvgg.cli") not in ALLOWED[_layer("keras_repvgg.fusion")]
+
+
+def test_optional_extras_stay_optional():
+    """Only keras_repvgg.beam imports Apache Beam, and no module imports keras_repvgg.beam: the
+    package imports without the [beam] extra."""
+    modules = _modules()
+    assert "apache_beam" in modules["keras_repvgg.beam"].read_text()  # a control: the checker has something to see
+    wrong = []
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text())
+        names = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        names |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        for own, package in OPTIONAL.items():
+            if module != f"keras_repvgg.{own}" and any(n.split(".")[0] == package for n in names):
+                wrong.append(f"{module} imports {package}")
+            if f"keras_repvgg.{own}" in _imports(module, path):
+                wrong.append(f"{module} imports keras_repvgg.{own}")
+    assert not wrong, wrong
