@@ -86,12 +86,19 @@ def _read(example: ImageInput) -> bytes:
         return b""  # decoding then reports it as no image (the file vanished after matching)
 
 
+class _Unreadable(beam.PartitionFn):
+    """Partition 1 for the records of images that could not be read, 0 for the rest."""
+
+    def partition_for(self, element: dict, num_partitions: int, *args: Any, **kwargs: Any) -> int:
+        return int("error" in element)
+
+
 def classify(images: beam.PCollection, handler: RepVGGModelHandler) -> dict[str, beam.PCollection]:
     """Paths or bytes -> {"records": predict's records, "errors": the unreadable images' records}."""
     split = (images
              | "Classify" >> RunInference(handler)
              | "Records" >> beam.Map(lambda result: result.inference)
-             | "Split" >> beam.Partition(lambda record, _: int("error" in record), 2))
+             | "Split" >> beam.Partition(_Unreadable(), 2))
     return {"records": split[0], "errors": split[1]}
 
 

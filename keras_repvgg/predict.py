@@ -160,9 +160,9 @@ def decode(
 def records(predictor: Predictor, names: list[str], decoded: list[Union[np.ndarray, str]], top: int) -> list[dict]:
     """One record per image, in order: its top classes, or its decoding error."""
     good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
-    probabilities = predictor.probabilities(np.stack([decoded[i] for i in good])) if good else []
+    probabilities = predictor.probabilities(np.stack([decoded[i] for i in good])) if good else np.zeros((0, 0))
     rows = dict(zip(good, probabilities, strict=True))
-    out = []
+    out: list[dict] = []
     for i, name in enumerate(names):
         if i not in rows:
             out.append({"image": name, "error": decoded[i]})

@@ -13,8 +13,8 @@ from PIL import Image
 
 from keras_repvgg import decode_predictions, get_variant, imagenet_labels, load_image, preprocess_input
 from keras_repvgg.cli import PARTIAL, main
-from keras_repvgg.predict import classify_files, load_predictor
 from keras_repvgg.converters import convert
+from keras_repvgg.predict import classify_files, load_predictor
 
 from helpers import make_timm_model, photo_crops, save_checkpoint, sklearn_photos, unreadable_images
 
