@@ -89,7 +89,7 @@ def _read(example: ImageInput) -> bytes:
 class _Unreadable(beam.PartitionFn):
     """Partition 1 for the records of images that could not be read, 0 for the rest."""
 
-    def partition_for(self, element: dict, num_partitions: int, *args: Any, **kwargs: Any) -> int:
+    def partition_for(self, element: Any, num_partitions: int, *args: Any, **kwargs: Any) -> int:
         return int("error" in element)
 
 
