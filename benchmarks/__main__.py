@@ -14,7 +14,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving", "peers", "int8_accuracy", "int8_seeds", "transfer")
+SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving", "peers", "int8_accuracy", "int8_seeds", "transfer",
+            "batch_predict")
 
 
 def _threads(n: int) -> None:
@@ -38,7 +39,7 @@ def _markdown(table: list[dict]) -> str:
 
 
 def main() -> None:
-    from benchmarks import conversion, latency, peers, reparam, serving, tflite_export, trained
+    from benchmarks import batch_predict, conversion, latency, peers, reparam, serving, tflite_export, trained
     from benchmarks.common import machine
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
@@ -49,6 +50,10 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--predict-images", type=int, nargs="+", default=[1000, 10_000],
+                        help="batch_predict: numbers of images per model kind (the first is repeated)")
+    parser.add_argument("--savedmodel-images", type=int, nargs="+",
+                        help="batch_predict: the SavedModel's numbers, if other than --predict-images")
     parser.add_argument("--seeds", type=int, default=5, help="trained networks per figure (int8_seeds, transfer)")
     args = parser.parse_args()
     _threads(args.threads)
@@ -68,6 +73,10 @@ def main() -> None:
         "int8_accuracy": peers.digits_accuracy,
         "int8_seeds": lambda: trained.int8_seeds(args.seeds),
         "transfer": lambda: trained.transfer(args.seeds),
+        "batch_predict": lambda: batch_predict.run({
+            "tflite": tuple(args.predict_images),
+            "savedmodel": tuple(args.savedmodel_images or args.predict_images),
+        }, repeats=3),
     }
     for section in args.sections:
         # Each section keeps the machine it ran on: sections run at other times keep theirs.
