@@ -73,15 +73,17 @@ def run(counts: dict[str, tuple[int, ...]], repeats: int = 3, batch: int = 32, s
             rss.update({n: r["peak_rss"] for n, r in big.items()})
             predict_rate = statistics.median(r["images_per_s"] for r in streamed)
             model_rate = statistics.median(r["images_per_s"] for r in alone)
-            rows.append({
+            largest = sizes[-1]
+            rows.append({  # the same keys for every kind, whatever its numbers of images
                 "model": f"A0 {size} px {kind}",
                 "batch": batch,
                 "predict_images_per_s": round(predict_rate, 1),
                 "model_alone_images_per_s": round(model_rate, 1),
                 "predict_over_model": round(predict_rate / model_rate, 3),
-                **{f"images_per_s_at_{n}": round(r["images_per_s"], 1) for n, r in big.items()},
-                **{f"peak_rss_mib_at_{n}": round(v / 2**20) for n, v in rss.items()},
-                f"rss_{sizes[-1]}_over_{small}": round(rss[sizes[-1]] / rss[small], 3),
+                "images": " / ".join(str(n) for n in sizes),
+                "images_per_s_at_largest": round(big[largest]["images_per_s"] if largest in big else predict_rate, 1),
+                "peak_rss_mib": " / ".join(str(round(rss[n] / 2**20)) for n in sizes),
+                "rss_largest_over_smallest": round(rss[largest] / rss[small], 3),
             })
             print(rows[-1], flush=True)
     return rows
