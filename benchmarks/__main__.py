@@ -80,15 +80,19 @@ def main() -> None:
     }
     for section in args.sections:
         # Each section keeps the machine it ran on: sections run at other times keep theirs.
-        report[section] = {"date": today, "cpu": report["machine"]["cpu"], "rows": runners[section]()}
+        report[section] = {"date": today, "cpu": report["machine"]["cpu"],
+                           "cpu_features": report["machine"]["cpu_features"], "rows": runners[section]()}
 
     RESULTS.mkdir(exist_ok=True)
     latest.write_text(json.dumps(report, indent=2) + "\n")
     m = report["machine"]
-    md = [f"Machine of the last run: {m['cpu']}, {m['cores']} cores; {args.threads} threads."]
+    md = [f"Machine of the last run: {m['cpu']} ({' '.join(m['cpu_features'])}), {m['cores']} cores; "
+          f"{args.threads} threads."]
     for section in SECTIONS:
         if isinstance(report.get(section), dict):
             where = report[section].get("cpu", "Intel(R) Xeon(R) Processor")  # before cpu was recorded
+            if "cpu_features" in report[section]:
+                where += f" ({' '.join(report[section]['cpu_features']) or 'no AVX2'})"
             md += ["", f"### {section} ({report[section]['date']}, {where})", "", _markdown(report[section]["rows"])]
     (RESULTS / "latest.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

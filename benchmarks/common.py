@@ -54,6 +54,23 @@ def current_rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+# The CPU features that decide which int8 and float kernels XNNPACK, oneDNN and BLAS run:
+# x86 vector widths, integer dot products (VNNI) and matrix tiles (AMX); ARM's dot products
+# (asimddp) and int8 matrix multiplies (i8mm).
+INT8_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+                 "asimddp", "i8mm", "sve")
+
+
+def cpu_features() -> list[str]:
+    """The INT8_FEATURES this CPU has, from /proc/cpuinfo's flags (x86) or Features (ARM)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(row.split(":", 1)[1].split() for row in f if row.startswith(("flags", "Features")))
+    except (OSError, StopIteration):
+        return []
+    return [name for name in INT8_FEATURES if name in flags]
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor()
     try:
@@ -61,7 +78,7 @@ def machine() -> dict[str, Any]:
             cpu = next(row.split(":", 1)[1].strip() for row in f if row.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+    return {"cpu": cpu, "cpu_features": cpu_features(), "cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def timm_models(arch: str, seed: int = 0):

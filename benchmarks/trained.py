@@ -15,12 +15,16 @@ import numpy as np
 
 from benchmarks.digits import digits, train_timm_a0
 
-# The int8 graphs the exporter can make from one trained A0, named as in the README.
+# The int8 graphs the exporter can make from one trained A0 (named as in
+# keras_repvgg.tflite.int8_graphs), its default choice among them, and a stress case.
+AUTO = "auto (the default)"
+PEER = "litert-torch PT2E (per-channel)"
 INT8_CANDIDATES = (
-    "plain graph",
-    "plain graph, equalized",
-    "identity apart (the default: equalized)",
-    "identity apart, not equalized",
+    "plain",
+    "plain-equalized",
+    "identity-apart",
+    "identity-apart-equalized",
+    AUTO,
     "rescaled channels, equalized",
     "rescaled channels, not equalized",
 )
@@ -50,62 +54,80 @@ def rescaled_copy(train_form, seed: int = 0):
 
 
 def int8_candidates(train_form, xtr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
-                    calibration_size: int = 256, files: "dict[str, bytes] | None" = None,
-                    ) -> dict[str, dict[str, float]]:
+                    calibration_size: int = 256, held_out_size: int = 64,
+                    files: "dict[str, bytes] | None" = None, peer=None) -> dict[str, dict[str, Any]]:
     """Accuracy, top-1 agreement with float and relative L2 of the logits, per candidate
-    (the .tflite files land in `files`, where given)."""
+    (the .tflite files land in `files`, where given). Every candidate calibrates on the same
+    training images; the default's search scores on the next `held_out_size` of them.
+    `peer`: timm's fused model, to add litert-torch's PT2E int8 of the same weights."""
     from keras_repvgg import reparameterize
-    from keras_repvgg.tflite import TFLiteRunner, export_tflite
+    from keras_repvgg.tflite import TFLiteRunner, export_tflite, read_metadata
 
-    deploy = reparameterize(train_form)
-    reference = deploy.predict(xte, verbose=0)
+    reference = reparameterize(train_form).predict(xte, verbose=0)
     rescaled = rescaled_copy(train_form)
-    sources = {
-        "plain graph": (deploy, False),
-        "plain graph, equalized": (deploy, True),
-        "identity apart (the default: equalized)": (train_form, None),
-        "identity apart, not equalized": (train_form, False),
-        "rescaled channels, equalized": (rescaled, True),
-        "rescaled channels, not equalized": (rescaled, False),
-    }
-    out = {"float": {"accuracy": float((reference.argmax(-1) == yte).mean()), "top1_agreement": 1.0, "rel_l2": 0.0}}
+    calibration = xtr[:calibration_size]
+    held_out = xtr[calibration_size:calibration_size + held_out_size]
+    sources: dict[str, tuple[Any, dict[str, Any]]] = {
+        name: (train_form, {"int8_graph": name}) for name in INT8_CANDIDATES[:4]}
+    sources[AUTO] = (train_form, {"held_out": held_out})
+    sources["rescaled channels, equalized"] = (rescaled, {"int8_graph": "identity-apart-equalized"})
+    sources["rescaled channels, not equalized"] = (rescaled, {"int8_graph": "identity-apart"})
+
+    def scores(logits: np.ndarray) -> dict[str, Any]:
+        return {"accuracy": float((logits.argmax(-1) == yte).mean()),
+                "top1_agreement": float((logits.argmax(-1) == reference.argmax(-1)).mean()),
+                "rel_l2": float(np.linalg.norm(logits - reference) / np.linalg.norm(reference))}
+
+    out = {"float": scores(reference)}
     for name in INT8_CANDIDATES:
-        model, equalize = sources[name]
+        model, options = sources[name]
         # Normalized in and logits out: the graph under test, compared on logits.
-        data = export_tflite(model, "int8", calibration=xtr[:calibration_size], equalize=equalize,
-                             input="normalized", output="logits")
+        data = export_tflite(model, "int8", calibration=calibration, input="normalized", output="logits", **options)
         if files is not None:
             files[name] = data
-        logits = TFLiteRunner(data)(xte)
-        out[name] = {
-            "accuracy": float((logits.argmax(-1) == yte).mean()),
-            "top1_agreement": float((logits.argmax(-1) == reference.argmax(-1)).mean()),
-            "rel_l2": float(np.linalg.norm(logits - reference) / np.linalg.norm(reference)),
-        }
+        out[name] = scores(TFLiteRunner(data)(xte))
+        if name == AUTO:
+            out[name]["chosen"] = (read_metadata(data) or {})["int8"]["graph"]
+    if peer is not None:
+        from benchmarks.peers import litert_torch_tflite
+
+        out[PEER] = scores(TFLiteRunner(litert_torch_tflite(peer, calibration))(xte))
     return out
 
 
 def int8_seeds(seeds: int = 5) -> list[dict[str, Any]]:
-    """int8 candidates on timm's A0 trained on digits with `seeds` seeds: median [min, max]."""
+    """int8 candidates, the default's choice and litert-torch's int8 (where installed) on
+    timm's A0 trained on digits with `seeds` seeds: median [min, max]."""
+    import copy
+    import importlib.util
+
+    import timm
+
     from benchmarks.common import convert_timm
 
+    with_peer = importlib.util.find_spec("litert_torch") is not None
     xtr, xte, ytr, yte = digits()
     runs = []
     for seed in range(seeds):
-        train_form = convert_timm(train_timm_a0(xtr, ytr, seed=seed), form="train", input_size=32)
-        runs.append(int8_candidates(train_form, xtr, xte, yte))
+        timm_model = train_timm_a0(xtr, ytr, seed=seed)
+        fused = timm.utils.reparameterize_model(copy.deepcopy(timm_model)).eval() if with_peer else None
+        train_form = convert_timm(timm_model, form="train", input_size=32)
+        runs.append(int8_candidates(train_form, xtr, xte, yte, peer=fused))
         print(f"seed {seed}", runs[-1], flush=True)
     rows = []
-    for name in ("float", *INT8_CANDIDATES):
+    for name in ("float", *INT8_CANDIDATES, *((PEER,) if with_peer else ())):
         acc = [r[name]["accuracy"] for r in runs]
-        rows.append({
+        row = {
             "graph": name,
             "accuracy": _spread(acc),
             "drop_points": _spread([100 * (r["float"]["accuracy"] - r[name]["accuracy"]) for r in runs], 2),
             "top1_agreement": _spread([r[name]["top1_agreement"] for r in runs]),
             "rel_l2": _spread([r[name]["rel_l2"] for r in runs], 3),
-            "best_rel_l2_in": f"{sum(min(r, key=lambda k: r[k]['rel_l2'] if k != 'float' else 9) == name for r in runs)}/{seeds}",
-        })
+        }
+        if name == AUTO:
+            chosen = [r[AUTO]["chosen"] for r in runs]
+            row["chosen"] = ", ".join(f"{g} {chosen.count(g)}/{seeds}" for g in sorted(set(chosen)))
+        rows.append(row)
     return rows
 
 

@@ -121,6 +121,7 @@ def _cmd_export_tflite(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, equalize=False if args.no_equalize else None,
         output="logits" if args.logits else "probabilities",
         input="normalized" if args.normalized_input else "pixels",
+        int8_graph=args.int8_graph, held_out=held_out if calibration is not None else None,
     )
     write_tflite(data, args.output)
     meta = read_metadata(data)
@@ -133,6 +134,8 @@ def _cmd_export_tflite(args: argparse.Namespace) -> int:
           f"({'0-255 RGB pixels' if exported.takes_pixels else 'normalized RGB'}); "
           f"out: {runner.output_name} {runner.output['dtype'].__name__} {list(runner.output['shape'])}")
     print(f"ops: {', '.join(f'{op.name} x{op.count}' for op in model_ops(data))}")
+    if "int8" in meta:
+        _print_int8_choice(meta["int8"])
     report = evaluate_tflite(data, model, held_out)
     print(
         f"vs Keras on {report['samples']} held-out inputs: max abs {report['max_abs']:.3g}, "
@@ -145,6 +148,19 @@ def _cmd_export_tflite(args: argparse.Namespace) -> int:
         result = check_gpu(args.output)
         print(_gpu_line(result))
     return 0
+
+
+def _print_int8_choice(choice: dict) -> None:
+    if choice["chosen_by"] != "held-out error":
+        print(f"int8 graph: {choice['graph']} ({choice['chosen_by']})")
+        return
+    print(f"int8 graph: {choice['graph']}, the fastest within {choice['tolerance']} of the best relative L2 "
+          f"of the logits on {choice['held_out_samples']} held-out inputs:")
+    for row in choice["candidates"]:
+        mark = "*" if row["graph"] == choice["graph"] else " "
+        print(f" {mark} {row['graph']:<25} relative L2 {row['rel_l2']:.4f}, top-1 agreement "
+              f"{row['top1_agreement']:.1%}, {'fewer ops' if row['speed_rank'] == 0 else 'more ops'}"
+              f"{'' if row['within_tolerance'] else ', outside the tolerance'}")
 
 
 def _cmd_export_savedmodel(args: argparse.Namespace) -> int:
@@ -223,6 +239,8 @@ def _cmd_check_gpu(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from keras_repvgg.tflite.int8_graphs import AUTO, GRAPHS_BY_NAME  # numpy only
+
     parser = argparse.ArgumentParser(
         prog="keras-repvgg", description="RepVGG image classifiers for TensorFlow/Keras."
     )
@@ -266,8 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, help="input height and width, for a SOURCE")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument(
-        "--no-equalize", action="store_true", help="int8: skip cross-layer equalization before calibration"
+        "--no-equalize", action="store_true", help="int8: only graphs without cross-layer equalization"
     )
+    p.add_argument("--int8-graph", choices=(AUTO, *GRAPHS_BY_NAME), default=AUTO,
+                   help="int8: the graph to make; auto scores every candidate on the held-out images "
+                        "and keeps the fastest within the tolerance of the best")
     p.add_argument("--normalized-input", action="store_true",
                    help="take normalized input, as the model does (default: 0-255 RGB, normalized inside)")
     p.add_argument("--logits", action="store_true",

@@ -62,7 +62,8 @@ def _export(checkpoint, quantization, io_dtype, include_preprocessing) -> str:
     args = ["export", "tflite", str(checkpoint["folder"]), "--quantization", quantization, "--io-dtype", io_dtype,
             "-o", str(out)]
     if quantization == "int8":
-        args += ["--calibration", str(checkpoint["photos"])]
+        # The graph is named: the search (tested in test_int8_graphs.py) would only add time here.
+        args += ["--calibration", str(checkpoint["photos"]), "--int8-graph", "identity-apart-equalized"]
     if include_preprocessing:
         args.append("--include-preprocessing")
     assert main(args) == 0

@@ -20,6 +20,7 @@ from keras_repvgg.tflite import (
     read_labels,
     write_tflite,
 )
+from keras_repvgg.tflite.int8_graphs import GRAPHS_BY_NAME
 
 from helpers import make_timm_model, random_images, save_checkpoint
 
@@ -83,11 +84,12 @@ def test_ops_are_builtin_static_and_one_conv_per_block(exports, arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_int8_from_the_training_form_keeps_the_identity_apart(arch, tmp_path, request):
-    """The default int8 graph (identity branch apart, equalized) on every kind of block:
-    plain, grouped, squeeze-excitation; against the training form it came from."""
+    """The identity-apart int8 graph (equalized) on every kind of block: plain, grouped,
+    squeeze-excitation; against the training form it came from."""
     path = save_checkpoint(make_timm_model(arch, seed=2), tmp_path / f"{arch}.safetensors")
     train = convert(path, input_size=SIZE, form="train")
-    data = export_tflite(train, "int8", calibration=random_images(24, SIZE, seed=9), **AS_THE_MODEL)
+    data = export_tflite(train, "int8", calibration=random_images(24, SIZE, seed=9),
+                         int8_graph="identity-apart-equalized", **AS_THE_MODEL)
     ops = {op.name: op.count for op in model_ops(data)}
     blocks_with_identity = sum(1 for layer in train.layers if layer.name.endswith(".identity"))
     assert blocks_with_identity > 0 and ops["DEPTHWISE_CONV_2D"] == blocks_with_identity, ops
@@ -182,6 +184,14 @@ def test_bad_requests_are_clear_errors(exports):
         export_tflite(model, "int8", random_images(20, 32))
     with pytest.raises(ExportError, match="quantization must be one of"):
         export_tflite(model, "int4")
+    # Choosing the graph holds out a fifth (at least 4): 18 samples leave 14 to calibrate on.
+    with pytest.raises(ExportError, match="holds out 4 of the 18 calibration samples"):
+        export_tflite(model, "int8", random_images(18, SIZE))
+    with pytest.raises(ExportError, match=r"int8_graph must be 'auto' or one of \['plain'"):
+        export_tflite(model, "int8", random_images(16, SIZE), int8_graph="fastest")
+    # A fused model has no identity branch left to keep apart.
+    with pytest.raises(ExportError, match="'identity-apart' cannot be made from a model in the deploy form"):
+        export_tflite(model, "int8", random_images(16, SIZE), int8_graph="identity-apart")
 
 
 def test_cli_export_with_image_folder_and_gpu_check(tmp_path, capsys, request):
@@ -197,6 +207,8 @@ def test_cli_export_with_image_folder_and_gpu_check(tmp_path, capsys, request):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "top-1 agreement" in printed
+    # From the unfused checkpoint all four graphs are candidates, each reported.
+    assert "int8 graph: " in printed and all(f"{name} " in printed for name in GRAPHS_BY_NAME), printed
     assert TFLiteRunner(out.read_bytes()).input["shape"][1] == SIZE
     # A 1000-class checkpoint without label names of its own carries ImageNet's.
     labels = read_labels(out.read_bytes())

@@ -21,6 +21,16 @@ import numpy as np
 from keras_repvgg.description import LABELS_FILE, METADATA_FILE, export_metadata
 from keras_repvgg.errors import KerasRepVGGError
 
+from .int8_graphs import (
+    AUTO,
+    GRAPHS_BY_NAME,
+    TOLERANCE_MARGIN,
+    TOLERANCE_RATIO,
+    Int8Graph,
+    candidates,
+    choose,
+    tolerated_error,
+)
 from .metadata import ImageInput, ScoresOutput, metadata_flatbuffer, with_metadata
 
 QUANTIZATIONS = ("float32", "float16", "dynamic-int8", "int8")
@@ -92,14 +102,26 @@ def export_tflite(
     equalize: Optional[bool] = None,
     output: str = "probabilities",
     input: str = "pixels",
+    int8_graph: str = AUTO,
+    held_out: Optional[np.ndarray] = None,
 ) -> bytes:
     """Convert a Keras RepVGG model to a .tflite flatbuffer and return its bytes.
 
-    model: a deploy-form model, or a training-form one (then fused here; for int8
-        with the identity branch kept apart, which keeps int8 accuracy).
+    model: a deploy-form model, or a training-form one (then fused here).
     quantization: "float32", "float16" (weights in float16, what mobile GPUs want),
         "dynamic-int8" (int8 weights, float activations) or "int8" (full integer,
         calibrated on `calibration`, an array of inputs exactly as the model takes them).
+    int8_graph: "auto" (the default) builds every int8 graph the model can give (see
+        `int8_graphs.INT8_GRAPHS`: the identity branch folded into the kernel or kept apart,
+        each with and without cross-layer equalization), scores each on `held_out` against
+        the float model, and keeps the fastest one within `int8_graphs.TOLERANCE_RATIO` of
+        the best; a graph's name makes that graph alone. The file's `keras_repvgg.json`
+        records the choice and every candidate's held-out figures under "int8".
+    held_out: inputs as the model takes them, to score the int8 candidates on; by default
+        a fifth of `calibration` (at least 4) is held out and not calibrated on.
+    equalize: True or False keeps only the int8 graphs with or without equalization (for a
+        float export, True equalizes: the same function, other weights). The caller's model
+        is never changed.
     input: "pixels" (the default): the file takes 0-255 RGB and normalizes inside, where the
         model does not already, as MediaPipe Tasks needs (it normalizes with one mean and
         std for all channels, and ImageNet's differ per channel); "normalized": the file
@@ -111,21 +133,62 @@ def export_tflite(
         head, a GPU-delegate op) or "logits" (the head as it is; a softmax head has none).
     labels: class names, stored in the file as an associated `labels.txt`; by default
         the model's own (its checkpoint's, or ImageNet's for 1000 classes).
-    equalize: cross-layer equalization before int8 calibration (the default for int8):
-        the same float function with balanced channel ranges, so that one int8 scale
-        per activation tensor fits all its channels (see `keras_repvgg.equalization`).
-        The caller's model is not changed.
     The file carries the standard TFLite Metadata that MediaPipe Tasks, the Task Library
     and Android Studio read (the input's normalization in its own units, the labels as a
     TENSOR_AXIS_LABELS file, the model's name, version and licence), and our description
     of the file (`keras_repvgg.json`), which `keras-repvgg predict` reads.
     """
-    import tensorflow as tf
-
     from keras_repvgg.labels import labels_for
-    from keras_repvgg.model import clone_with_weights, describe
-    from keras_repvgg.reparameterization import is_training_form, reparameterize
+    from keras_repvgg.model import describe
 
+    _check_options(quantization, io_dtype, output, input)
+    description = describe(model)
+    graphs: list[Int8Graph] = []
+    if quantization == "int8":
+        calibration = _checked_samples(model, calibration, "calibration")
+        graphs = _int8_candidates(description.form, equalize, int8_graph)
+        if len(graphs) > 1:
+            calibration, held_out = _held_out_split(model, calibration, held_out)
+    labels = labels_for(description.classes, labels or description.labels) if description.include_top else None
+    if output == "logits" and description.head == "probabilities":
+        raise ExportError("output='logits' needs a model without a softmax head (classifier_activation=None)")
+    softmax = output == "probabilities" and description.head == "logits"
+    normalize = input == "pixels" and not description.takes_pixels
+    if normalize:  # the file takes pixels: calibrate and score on pixels
+        calibration, held_out = (_as_pixels(x, description) for x in (calibration, held_out))
+
+    def convert(graph_model, mode: str) -> bytes:
+        io = io_dtype if mode == quantization else "float32"  # the search's float reference takes floats
+        # A float file takes uint8 pixels through a CAST; int8 quantizes its uint8 input instead.
+        serving = _serving_model(graph_model, batch_size, io == "uint8" and mode != "int8", normalize, softmax)
+        return _convert(serving, mode, calibration, io)
+
+    choice: Optional[dict] = None
+    if quantization != "int8":
+        data = convert(_float_graph(model, bool(equalize)), quantization)
+        form = "deploy" if description.form == "train" else description.form
+    elif len(graphs) == 1:
+        data = convert(_int8_graph_model(model, graphs[0]), "int8")
+        choice = {"graph": graphs[0].name, "chosen_by": "named" if int8_graph != AUTO else "the only candidate"}
+    else:
+        assert held_out is not None  # split above
+        data, choice = _search(model, graphs, held_out, batch_size, convert)
+    if choice is not None:
+        form = "deploy-identity" if GRAPHS_BY_NAME[choice["graph"]].keep_identity else "deploy"
+    # What the file is: the model's description with the file's own graph, head and input.
+    exported = description.replace(
+        form=form,
+        classifier_activation="softmax" if softmax else description.classifier_activation,
+        include_preprocessing=description.takes_pixels or normalize,
+    )
+    data = with_metadata(data, standard_metadata(exported, labels is not None, quantization, io_dtype))
+    metadata = export_metadata(exported)
+    if choice is not None:
+        metadata["int8"] = choice
+    return attach_files(data, labels=labels, metadata=metadata)
+
+
+def _check_options(quantization: str, io_dtype: str, output: str, input: str) -> None:
     if quantization not in QUANTIZATIONS:
         raise ExportError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     if io_dtype not in IO_DTYPES:
@@ -138,67 +201,134 @@ def export_tflite(
         raise ExportError(f"input must be 'pixels' or 'normalized', got {input!r}")
     if io_dtype == "uint8" and input != "pixels":
         raise ExportError("io_dtype='uint8' takes camera pixels: it needs input='pixels'")
-    if quantization == "int8":
-        if calibration is None:
-            raise ExportError("int8 quantization needs calibration data (images or an array)")
-        calibration = np.asarray(calibration, dtype=np.float32)
-        expected = tuple(model.input_shape[1:])
-        if calibration.ndim != 4 or calibration.shape[1:] != expected:
-            raise ExportError(
-                f"calibration data has shape {calibration.shape}, expected (N,) + {expected}"
-            )
-        if len(calibration) < MIN_CALIBRATION_SAMPLES:
-            raise ExportError(
-                f"int8 calibration needs at least {MIN_CALIBRATION_SAMPLES} samples, "
-                f"got {len(calibration)}"
-            )
 
-    description = describe(model)
-    labels = labels_for(description.classes, labels or description.labels) if description.include_top else None
-    if output == "logits" and description.head == "probabilities":
-        raise ExportError("output='logits' needs a model without a softmax head (classifier_activation=None)")
-    softmax = output == "probabilities" and description.head == "logits"
-    normalize = input == "pixels" and not description.takes_pixels
-    if normalize and calibration is not None:  # the file takes pixels: calibrate on pixels
-        p = description.preprocessing
-        calibration = (calibration * np.asarray(p.std, np.float32) + np.asarray(p.mean, np.float32)) * 255.0
+
+def _checked_samples(model, samples: Optional[np.ndarray], what: str) -> np.ndarray:
+    if samples is None:
+        raise ExportError("int8 quantization needs calibration data (images or an array)")
+    samples = np.asarray(samples, dtype=np.float32)
+    expected = tuple(model.input_shape[1:])
+    if samples.ndim != 4 or samples.shape[1:] != expected:
+        raise ExportError(f"{what} data has shape {samples.shape}, expected (N,) + {expected}")
+    if what == "calibration" and len(samples) < MIN_CALIBRATION_SAMPLES:
+        raise ExportError(
+            f"int8 calibration needs at least {MIN_CALIBRATION_SAMPLES} samples, got {len(samples)}"
+        )
+    return samples
+
+
+def _int8_candidates(form: str, equalize: Optional[bool], int8_graph: str) -> list[Int8Graph]:
+    possible = candidates(form, equalize)
+    if int8_graph == AUTO:
+        return possible
+    if int8_graph not in GRAPHS_BY_NAME:
+        raise ExportError(f"int8_graph must be {AUTO!r} or one of {list(GRAPHS_BY_NAME)}, got {int8_graph!r}")
+    graph = GRAPHS_BY_NAME[int8_graph]
+    if graph not in possible:
+        names = [g.name for g in possible]
+        why = f"equalize={equalize}" if equalize is not None and graph.equalize != equalize else f"the {form} form"
+        raise ExportError(f"int8_graph {int8_graph!r} cannot be made from a model in {why}; it can give {names}"
+                          + ("" if graph.keep_identity is False else " (the training form gives all four)"))
+    return [graph]
+
+
+def _held_out_split(model, calibration: np.ndarray, held_out: Optional[np.ndarray]):
+    """(calibration, held-out): the caller's held-out inputs, or a fifth of the calibration."""
+    if held_out is not None:
+        return calibration, _checked_samples(model, held_out, "held_out")
+    keep = max(4, len(calibration) // 5)
+    if len(calibration) - keep < MIN_CALIBRATION_SAMPLES:
+        raise ExportError(
+            f"choosing the int8 graph holds out {keep} of the {len(calibration)} calibration samples, leaving "
+            f"fewer than {MIN_CALIBRATION_SAMPLES}: give at least {MIN_CALIBRATION_SAMPLES + 4}, "
+            "pass held_out, or name an int8_graph"
+        )
+    return calibration[:-keep], calibration[-keep:]
+
+
+def _as_pixels(x: Optional[np.ndarray], description) -> Optional[np.ndarray]:
+    if x is None:
+        return None
+    p = description.preprocessing
+    return (x * np.asarray(p.std, np.float32) + np.asarray(p.mean, np.float32)) * 255.0
+
+
+def _float_graph(model, equalize: bool):
+    """One conv per block; the caller's model is not changed."""
+    from keras_repvgg.model import clone_with_weights
+    from keras_repvgg.reparameterization import is_training_form, reparameterize
+
     if is_training_form(model):
-        # Float exports get the plain one-conv-per-block graph; int8 keeps the identity
-        # branch apart, so that no centre-tap spike spoils the kernels' int8 scales.
-        model = reparameterize(model, keep_identity=quantization == "int8")
-    elif equalize is not False and quantization == "int8":
-        model = clone_with_weights(model)  # equalization edits weights in place
-    if equalize is None:
-        equalize = quantization == "int8"
+        model = reparameterize(model)
+    elif equalize:
+        model = clone_with_weights(model)
     if equalize:
         from keras_repvgg.equalization import equalize as equalize_ranges
 
         equalize_ranges(model)
-    uint8_pixels = io_dtype == "uint8" and quantization != "int8"  # int8 quantizes its uint8 input instead
-    converter = tf.lite.TFLiteConverter.from_keras_model(
-        _serving_model(model, batch_size, uint8_pixels, normalize, softmax)
-    )
+    return model
+
+
+def _int8_graph_model(model, graph: Int8Graph):
+    """The Keras model whose int8 file is `graph`; the caller's model is not changed."""
+    from keras_repvgg.model import clone_with_weights
+    from keras_repvgg.reparameterization import is_training_form, reparameterize
+
+    if is_training_form(model):
+        model = reparameterize(model, keep_identity=graph.keep_identity)
+    elif graph.equalize:
+        model = clone_with_weights(model)  # equalization edits weights in place
+    if graph.equalize:
+        from keras_repvgg.equalization import equalize as equalize_ranges
+
+        equalize_ranges(model)
+    return model
+
+
+def _search(model, graphs: list[Int8Graph], held_out: np.ndarray, batch_size: int,
+            convert: Callable) -> tuple[bytes, dict]:
+    """Every candidate's file, scored on the held-out inputs against the float model."""
+    from .runtime import TFLiteRunner, compare_logits
+
+    n = len(held_out) // batch_size * batch_size
+    if n == 0:
+        raise ExportError(f"{len(held_out)} held-out samples do not fill one batch of {batch_size}")
+    x = held_out[:n]
+    # The float model as a file with the same input and output: its logits are the reference.
+    reference = TFLiteRunner(convert(_float_graph(model, False), "float32"), before_softmax=True)(x)
+    files, rows = {}, []
+    for graph in graphs:
+        files[graph.name] = convert(_int8_graph_model(model, graph), "int8")
+        scores = compare_logits(TFLiteRunner(files[graph.name], before_softmax=True)(x), reference)
+        rows.append({"graph": graph.name, "rel_l2": round(scores["rel_l2"], 5),
+                     "top1_agreement": round(scores["top1_agreement"], 4), "speed_rank": graph.speed_rank})
+    chosen = choose({row["graph"]: row["rel_l2"] for row in rows})
+    limit = tolerated_error(min(row["rel_l2"] for row in rows))
+    for row in rows:
+        row["within_tolerance"] = bool(row["rel_l2"] <= limit)
+    choice = {"graph": chosen, "chosen_by": "held-out error", "held_out_samples": n,
+              "tolerance": f"{TOLERANCE_RATIO} x best + {TOLERANCE_MARGIN}", "candidates": rows}
+    return files[chosen], choice
+
+
+def _convert(serving_model, quantization: str, calibration: Optional[np.ndarray], io_dtype: str) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(serving_model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if quantization == "int8":
-        assert calibration is not None  # checked above
+        assert calibration is not None  # checked by the caller
         converter.representative_dataset = _representative(calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if io_dtype != "float32":
             converter.inference_input_type = tf.uint8 if io_dtype == "uint8" else tf.int8
             converter.inference_output_type = converter.inference_input_type
     with contextlib.redirect_stdout(io.StringIO()):  # Keras' "Saved artifact ..." dump is not for users
-        data = converter.convert()
-    # What the file is: the model's description with the file's own head and input.
-    exported = describe(model).replace(
-        classifier_activation="softmax" if softmax else describe(model).classifier_activation,
-        include_preprocessing=description.takes_pixels or normalize,
-    )
-    data = with_metadata(data, standard_metadata(exported, labels is not None, quantization, io_dtype))
-    return attach_files(data, labels=labels, metadata=export_metadata(exported))
+        return converter.convert()
 
 
 def standard_metadata(description, has_labels: bool, quantization: str, io_dtype: str) -> bytes:

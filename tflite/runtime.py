@@ -12,16 +12,31 @@ class TFLiteRunner:
 
     Its one input and one output, whatever their names (ours are `image` and `logits`;
     other converters' differ). Quantized inputs and outputs are (de)quantized here,
-    so callers pass and get floats.
+    so callers pass and get floats. before_softmax=True gives the input of the file's
+    final SOFTMAX, where it ends in one (the logits inside a probabilities file), instead
+    of its output.
     """
 
-    def __init__(self, data: bytes, num_threads: int = 2):
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, data: bytes, num_threads: int = 2, before_softmax: bool = False):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        self._interpreter = Interpreter(model_content=data, num_threads=num_threads)
+        # Tensors inside a delegated partition are never written out: to read the logits,
+        # run without XNNPACK (TFLite's own kernels, the same integer arithmetic).
+        resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if before_softmax else OpResolverType.AUTO
+        self._interpreter = Interpreter(model_content=data, num_threads=num_threads,
+                                        experimental_op_resolver_type=resolver,
+                                        experimental_preserve_all_tensors=before_softmax)
         self._runner = self._interpreter.get_signature_runner("serving_default")
         (self.input_name, self.input), = self._runner.get_input_details().items()
         (self.output_name, self.output), = self._runner.get_output_details().items()
+        self._logits: Any = None
+        if before_softmax:
+            # The final op but a (DE)QUANTIZE of the output, which int8 files end with.
+            ops = [op for op in self._interpreter._get_ops_details() if op["op_name"] not in ("DEQUANTIZE", "QUANTIZE")]
+            last = ops[-1]
+            if last["op_name"] == "SOFTMAX":
+                index = int(last["inputs"][0])
+                self._logits = next(t for t in self._interpreter.get_tensor_details() if t["index"] == index)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         size = self.input["shape"][0]
@@ -36,8 +51,12 @@ class TFLiteRunner:
                 x = np.round(x / scale + zero)
             x = np.clip(x, np.iinfo(dtype).min, np.iinfo(dtype).max)
         y = self._runner(**{self.input_name: x.astype(dtype)})[self.output_name]
-        scale, zero = self.output["quantization"]
-        if self.output["dtype"] != np.float32 and scale:
+        tensor = self.output
+        if self._logits is not None:
+            tensor = self._logits
+            y = self._interpreter.get_tensor(tensor["index"])
+        scale, zero = tensor["quantization"]
+        if tensor["dtype"] != np.float32 and scale:
             y = (y.astype(np.float32) - zero) * scale
         return y.astype(np.float32)
 

@@ -1,0 +1,91 @@
+"""int8 picks its graph by measurement: every candidate scored on held-out inputs, the rule
+applied to the scores, and the file being the chosen candidate's. Naming a graph gives it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from keras_repvgg import reparameterize
+from keras_repvgg.converters import convert
+from keras_repvgg.equalization import equalize
+from keras_repvgg.tflite import TFLiteRunner, export_tflite, model_ops, read_metadata
+from keras_repvgg.tflite.int8_graphs import GRAPHS_BY_NAME, choose, tolerated_error
+
+from helpers import make_timm_model, random_images, save_checkpoint
+
+SIZE = 32
+AS_THE_MODEL = {"input": "normalized", "output": "logits"}
+
+
+@pytest.fixture(scope="module")
+def train(tmp_path_factory):
+    path = save_checkpoint(make_timm_model("repvgg_a0", seed=5), tmp_path_factory.mktemp("g") / "a0.safetensors")
+    return convert(path, input_size=SIZE, form="train")
+
+
+def _identity_ops(data: bytes) -> int:
+    return {op.name: op.count for op in model_ops(data)}.get("DEPTHWISE_CONV_2D", 0)
+
+
+def _logits(data: bytes, x: np.ndarray) -> np.ndarray:
+    return TFLiteRunner(data, before_softmax=True)(x)
+
+
+def test_auto_scores_every_candidate_and_keeps_the_rules_choice(train):
+    calibration = random_images(24, SIZE, seed=1)
+    data = export_tflite(train, "int8", calibration=calibration)  # the default: pixels in, probabilities out
+    choice = read_metadata(data)["int8"]
+    rows = {row["graph"]: row for row in choice["candidates"]}
+    assert list(rows) == list(GRAPHS_BY_NAME) and choice["held_out_samples"] == 4  # a fifth, at least 4
+    errors = {name: row["rel_l2"] for name, row in rows.items()}
+    assert choice["graph"] == choose(errors) and choice["chosen_by"] == "held-out error"
+    limit = tolerated_error(min(errors.values()))
+    assert all(row["within_tolerance"] == (row["rel_l2"] <= limit) for row in rows.values())
+    graph = GRAPHS_BY_NAME[choice["graph"]]
+    identity_blocks = sum(1 for layer in train.layers if layer.name.endswith(".identity"))
+    assert _identity_ops(data) == (identity_blocks if graph.keep_identity else 0) and identity_blocks > 0
+    assert read_metadata(data)["form"] == ("deploy-identity" if graph.keep_identity else "deploy")
+
+    # The file is the chosen candidate's, calibrated on the other 20 samples ...
+    named = export_tflite(train, "int8", calibration=calibration[:20], int8_graph=graph.name)
+    held_out = random_images(6, SIZE, seed=2)
+    p = read_metadata(data)["preprocessing"]
+    pixels = (held_out * np.asarray(p["std"], np.float32) + np.asarray(p["mean"], np.float32)) * 255
+    np.testing.assert_array_equal(_logits(data, pixels), _logits(named, pixels))
+    # ... and its reported error is what it computes on the held-out 4, against Keras' float model.
+    held = calibration[20:]
+    held_pixels = (held * np.asarray(p["std"], np.float32) + np.asarray(p["mean"], np.float32)) * 255
+    reference = reparameterize(train).predict(held, verbose=0)
+    ours = _logits(data, held_pixels)
+    rel_l2 = np.linalg.norm(ours - reference) / np.linalg.norm(reference)
+    assert rel_l2 == pytest.approx(rows[graph.name]["rel_l2"], rel=1e-3, abs=1e-5)
+
+
+def test_each_name_gives_that_graph(train):
+    calibration = random_images(16, SIZE, seed=1)
+    x = random_images(4, SIZE, seed=3)
+    identity_blocks = sum(1 for layer in train.layers if layer.name.endswith(".identity"))
+    files = {}
+    for name, graph in GRAPHS_BY_NAME.items():
+        files[name] = export_tflite(train, "int8", calibration=calibration, int8_graph=name, **AS_THE_MODEL)
+        assert read_metadata(files[name])["int8"] == {"graph": name, "chosen_by": "named"}
+        assert _identity_ops(files[name]) == (identity_blocks if graph.keep_identity else 0)
+    # Equalized means: the file of the equalized float model, calibrated alike.
+    for keep_identity, plain, equalized in ((False, "plain", "plain-equalized"),
+                                            (True, "identity-apart", "identity-apart-equalized")):
+        balanced = equalize(reparameterize(train, keep_identity=keep_identity))
+        same = export_tflite(balanced, "int8", calibration=calibration, int8_graph=plain, **AS_THE_MODEL)
+        np.testing.assert_array_equal(_logits(files[equalized], x), _logits(same, x))
+        assert not np.array_equal(_logits(files[plain], x), _logits(files[equalized], x))
+
+
+def test_held_out_inputs_and_equalize_narrow_the_search(train):
+    fused = reparameterize(train)
+    data = export_tflite(fused, "int8", calibration=random_images(16, SIZE, seed=1),
+                         held_out=random_images(5, SIZE, seed=2), **AS_THE_MODEL)
+    choice = read_metadata(data)["int8"]
+    assert [r["graph"] for r in choice["candidates"]] == ["plain", "plain-equalized"]
+    assert choice["held_out_samples"] == 5  # all given, none taken from the calibration
+    data = export_tflite(train, "int8", calibration=random_images(20, SIZE, seed=1), equalize=False, **AS_THE_MODEL)
+    assert [r["graph"] for r in read_metadata(data)["int8"]["candidates"]] == ["plain", "identity-apart"]

@@ -1,0 +1,55 @@
+"""The rule that picks the int8 graph: the fastest within the tolerance of the best error."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keras_repvgg.tflite.int8_graphs import GRAPHS_BY_NAME, INT8_GRAPHS, candidates, choose, tolerated_error
+
+NAMES = list(GRAPHS_BY_NAME)
+errors_st = st.dictionaries(st.sampled_from(NAMES), st.floats(0, 2, allow_nan=False), min_size=1)
+
+
+@given(errors_st)
+def test_the_choice_is_the_fastest_within_the_tolerance(errors):
+    chosen = choose(errors)
+    limit = tolerated_error(min(errors.values()))
+    rank = GRAPHS_BY_NAME[chosen].speed_rank
+    assert errors[chosen] <= limit
+    # No faster graph is within the tolerance, and none as fast has a smaller error.
+    for name, error in errors.items():
+        if error <= limit:
+            assert GRAPHS_BY_NAME[name].speed_rank >= rank
+            if GRAPHS_BY_NAME[name].speed_rank == rank:
+                assert error >= errors[chosen]
+
+
+def test_measured_cases():
+    # docs/int8.md, digits A0 (median of 5 seeds): folding the identity costs accuracy.
+    assert choose({"plain": 0.146, "plain-equalized": 0.066, "identity-apart": 0.018,
+                   "identity-apart-equalized": 0.023}) == "identity-apart"
+    # Issue 15's EPYC run: the plain graph was as close as the best, and it is faster.
+    assert choose({"plain": 0.078, "identity-apart": 0.074, "identity-apart-equalized": 0.110}) == "plain"
+    # Tiny differences do not refuse the faster graph.
+    assert choose({"plain-equalized": 0.008, "identity-apart-equalized": 0.004}) == "plain-equalized"
+
+
+def test_a_failed_candidate_is_never_chosen_over_a_working_one():
+    assert choose({"plain": math.nan, "identity-apart": 0.5}) == "identity-apart"
+    assert choose({"plain": math.inf, "plain-equalized": 0.9}) == "plain-equalized"
+    with pytest.raises(ValueError, match="unknown int8 graphs"):
+        choose({"fastest": 0.1})
+
+
+def test_candidates_per_form():
+    assert [g.name for g in candidates("train")] == [g.name for g in INT8_GRAPHS]
+    assert [g.name for g in candidates("deploy")] == ["plain", "plain-equalized"]
+    assert [g.name for g in candidates("deploy-identity")] == ["identity-apart", "identity-apart-equalized"]
+    assert [g.name for g in candidates("train", equalize=False)] == ["plain", "identity-apart"]
+    # Graphs of one speed rank have the same ops: equalization changes weights only.
+    assert {g.speed_rank for g in INT8_GRAPHS if not g.keep_identity} == {0}
+    assert {g.speed_rank for g in INT8_GRAPHS if g.keep_identity} == {1}

@@ -1,0 +1,72 @@
+"""The int8 graphs the exporter can make, and the rule that picks one by measurement.
+
+Which graph keeps int8 accuracy best depends on the model: folding the identity branch into
+the 3x3 kernel spoils that kernel's int8 scale on some models and not on others, and
+equalization helps unbalanced networks and costs a little on balanced ones. So the
+exporter builds the candidates, scores each on held-out inputs against the float model,
+and keeps the fastest one whose error is within `TOLERANCE` of the best.
+
+Numpy only: the rule is tested without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+
+@dataclass(frozen=True)
+class Int8Graph:
+    name: str
+    keep_identity: bool  # the identity branch as a per-channel scale + ADD, apart from the kernel
+    equalize: bool  # cross-layer equalization before calibration
+    speed_rank: int  # 0 is fastest; graphs of one rank have the same ops
+
+
+# The plain graph has one CONV_2D per block; keeping the identity apart adds a
+# DEPTHWISE_CONV_2D and an ADD per block with an identity branch. On LiteRT's CPU (XNNPACK)
+# that costs 4-18% of the whole network (benchmarks: peers), so the plain graphs rank first.
+INT8_GRAPHS = (
+    Int8Graph("plain", keep_identity=False, equalize=False, speed_rank=0),
+    Int8Graph("plain-equalized", keep_identity=False, equalize=True, speed_rank=0),
+    Int8Graph("identity-apart", keep_identity=True, equalize=False, speed_rank=1),
+    Int8Graph("identity-apart-equalized", keep_identity=True, equalize=True, speed_rank=1),
+)
+GRAPHS_BY_NAME = {g.name: g for g in INT8_GRAPHS}
+AUTO = "auto"
+
+# A candidate is as good as the best if its error (relative L2 of the logits on the held-out
+# inputs) is at most RATIO x the best's + MARGIN. The ratio: one graph's error varies by
+# 10-40% from one training seed to the next (docs/int8.md), so closer figures do not rank
+# graphs. The margin: errors below a few thousandths do not change a top-1, so a faster graph
+# is not refused for a difference no prediction shows.
+TOLERANCE_RATIO = 1.25
+TOLERANCE_MARGIN = 0.005
+
+
+def tolerated_error(best: float) -> float:
+    """The largest error that counts as the best's."""
+    return TOLERANCE_RATIO * best + TOLERANCE_MARGIN
+
+
+def candidates(form: str, equalize: Optional[bool] = None) -> list[Int8Graph]:
+    """The graphs a model in `form` can give: all four from the training form (the branches
+    are still apart), the plain ones from a fused model, the identity-apart ones from a
+    deploy-identity model. equalize=True/False keeps only the graphs with/without it."""
+    keep = {"train": (False, True), "deploy": (False,), "deploy-identity": (True,)}[form]
+    return [g for g in INT8_GRAPHS if g.keep_identity in keep and equalize in (None, g.equalize)]
+
+
+def choose(errors: Mapping[str, float]) -> str:
+    """The fastest graph whose error is within the tolerance of the best; among graphs as
+    fast, the one with the smaller error. `errors` maps graph names to held-out errors."""
+    if not errors:
+        raise ValueError("choose needs at least one candidate")
+    unknown = set(errors) - set(GRAPHS_BY_NAME)
+    if unknown:
+        raise ValueError(f"unknown int8 graphs {sorted(unknown)}; known: {sorted(GRAPHS_BY_NAME)}")
+    errors = {name: error if math.isfinite(error) else math.inf for name, error in errors.items()}  # NaN: worst
+    limit = tolerated_error(min(errors.values()))
+    good = [name for name, error in errors.items() if error <= limit] or list(errors)
+    return min(good, key=lambda name: (GRAPHS_BY_NAME[name].speed_rank, errors[name], name))
