@@ -86,14 +86,18 @@ class Job:
         cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
         self.progress = root / f"progress-{run}.jsonl"
         self.logs = [root / f"worker-{run}-{i}.log" for i in range(2)]
-        self.procs = []
-        for i in range(2):
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1",
-                   "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
-            with open(self.logs[i], "w") as log:
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, str(root / "finetune_worker.py"), *args, "--progress", str(self.progress)],
-                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        self.procs: list[subprocess.Popen] = []
+        try:
+            for i in range(2):
+                env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1",
+                       "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+                with open(self.logs[i], "w") as log:
+                    self.procs.append(subprocess.Popen(
+                        [sys.executable, str(root / "finetune_worker.py"), *args, "--progress", str(self.progress)],
+                        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        except BaseException:
+            self.kill()  # the one already started
+            raise
 
     def records(self, worker: int | None = None) -> list[dict]:
         return [r for r in read_progress(self.progress) if worker is None or r["worker"] == worker]
