@@ -120,7 +120,9 @@ def save_official_checkpoint(model, path: Path) -> Path:
 
 
 def keras_logits(model, x: np.ndarray) -> np.ndarray:
-    return np.asarray(model(x, training=False))
+    out = model(x, training=False)
+    # Keras' torch backend returns tensors that track gradients: numpy wants them detached.
+    return np.asarray(out.detach().cpu() if hasattr(out, "detach") else out)
 
 
 def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
