@@ -125,6 +125,19 @@ def keras_logits(model, x: np.ndarray) -> np.ndarray:
     return np.asarray(out.detach().cpu() if hasattr(out, "detach") else out)
 
 
+def randomize_keras_batchnorm(model, seed: int = 0) -> None:
+    """Random but sane statistics in every BatchNormalization layer of a Keras model (as
+    `make_timm_model` gives timm's), so that a freshly built training form stays finite."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            n = layer.gamma.shape[0]
+            layer.set_weights([
+                rng.uniform(0.3, 0.8, n), rng.normal(0, 0.1, n),
+                rng.normal(0, 0.1, n), rng.uniform(0.5, 2.0, n),
+            ])
+
+
 def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     """Normalized NHWC float32 input, as timm's eval transform produces."""
     return np.random.default_rng(seed).standard_normal((n, size, size, 3)).astype(np.float32)
