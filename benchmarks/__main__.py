@@ -1,6 +1,7 @@
 """Run the benchmarks and write benchmarks/results/latest.{json,md}.
 
     python -m benchmarks [--variants repvgg_a0 repvgg_b0 repvgg_b1g4] [--sections conversion latency]
+    python -m benchmarks --sections backends    # Keras' predict on TensorFlow, JAX and torch vs timm
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving", "peers", "int8_accuracy", "int8_seeds", "transfer")
+SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving", "peers", "int8_accuracy", "int8_seeds", "transfer",
+            "backends")
 
 
 def _threads(n: int) -> None:
@@ -38,7 +40,7 @@ def _markdown(table: list[dict]) -> str:
 
 
 def main() -> None:
-    from benchmarks import conversion, latency, peers, reparam, serving, tflite_export, trained
+    from benchmarks import backends, conversion, latency, peers, reparam, serving, tflite_export, trained
     from benchmarks.common import machine
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("--conversion-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4", "repvgg_b3"])
     parser.add_argument("--tflite-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
     parser.add_argument("--serving-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
+    parser.add_argument("--backend-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
@@ -68,6 +71,7 @@ def main() -> None:
         "int8_accuracy": peers.digits_accuracy,
         "int8_seeds": lambda: trained.int8_seeds(args.seeds),
         "transfer": lambda: trained.transfer(args.seeds),
+        "backends": lambda: backends.run(args.backend_variants, threads=args.threads, repeats=args.repeats // 2),
     }
     for section in args.sections:
         # Each section keeps the machine it ran on: sections run at other times keep theirs.

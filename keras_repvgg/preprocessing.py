@@ -35,7 +35,7 @@ def open_rgb(path: "str | os.PathLike[str]"):
                 # 16-bit (or 32-bit integer) grayscale: Pillow's RGB conversion would clip at
                 # 255; scale the 16-bit range down instead.
                 pixels = np.asarray(image, dtype=np.float64)
-                image = Image.fromarray(np.clip(np.round(pixels / 257.0), 0, 255).astype(np.uint8))
+                return Image.fromarray(np.clip(np.round(pixels / 257.0), 0, 255).astype(np.uint8)).convert("RGB")
             return image.convert("RGB")
     except ImageError:
         raise

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from roundtrip_child import main as run_side
 
 from keras_repvgg.backend import BACKEND
 
 from helpers import assert_close_to_timm
-from roundtrip_child import main as run_side
 
 CHILD = Path(__file__).with_name("roundtrip_child.py")
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -35,8 +35,9 @@ def _child(backend: str, folder: Path, *args: str) -> None:
 def test_keras_files_load_across_backends(a0_checkpoints, tmp_path):
     """The training form with in-graph preprocessing: BatchNorm, both convolutions, the
     identity branch, Rescaling and Normalization, and the Description layer all travel."""
-    from helpers import torch_logits
     from keras_repvgg.configs import IMAGENET_MEAN, IMAGENET_STD
+
+    from helpers import torch_logits
 
     pixels = np.random.default_rng(5).integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
     np.save(tmp_path / "input.npy", pixels)
