@@ -24,7 +24,7 @@ def _keras_child(backend: str, threads: int, repeats: int, batches, checkpoints:
                      *map(str, checkpoints), env={"KERAS_BACKEND": backend, "TF_USE_LEGACY_KERAS": "0"})
 
 
-def run(variants: list[str], batches=(1, 8), threads: int = 2, repeats: int = 10, rounds: int = 3) -> list[dict[str, Any]]:
+def run(variants: list[str], batches=(1, 8), threads: int = 2, repeats: int = 10, rounds: int = 2) -> list[dict[str, Any]]:
     import torch
     from safetensors.torch import save_file
 
