@@ -1,6 +1,7 @@
 """Run the benchmarks and write benchmarks/results/latest.{json,md}.
 
     python -m benchmarks [--variants repvgg_a0 repvgg_b0 repvgg_b1g4] [--sections conversion latency]
+    python -m benchmarks --sections backends    # Keras' predict on TensorFlow, JAX and torch vs timm
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving", "peers", "int8_accuracy", "int8_seeds", "transfer",
-            "batch_predict")
+            "batch_predict", "backends")
 
 
 def _threads(n: int) -> None:
@@ -39,7 +40,7 @@ def _markdown(table: list[dict]) -> str:
 
 
 def main() -> None:
-    from benchmarks import batch_predict, conversion, latency, peers, reparam, serving, tflite_export, trained
+    from benchmarks import backends, batch_predict, conversion, latency, peers, reparam, serving, tflite_export, trained
     from benchmarks.common import machine
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--conversion-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4", "repvgg_b3"])
     parser.add_argument("--tflite-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
     parser.add_argument("--serving-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
+    parser.add_argument("--backend-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
@@ -77,6 +79,7 @@ def main() -> None:
             "tflite": tuple(args.predict_images),
             "savedmodel": tuple(args.savedmodel_images or args.predict_images),
         }, repeats=3),
+        "backends": lambda: backends.run(args.backend_variants, threads=args.threads, repeats=args.repeats // 2),
     }
     for section in args.sections:
         # Each section keeps the machine it ran on: sections run at other times keep theirs.
@@ -85,17 +88,23 @@ def main() -> None:
 
     RESULTS.mkdir(exist_ok=True)
     latest.write_text(json.dumps(report, indent=2) + "\n")
+    print(write_markdown(report))
+
+
+def write_markdown(report: dict) -> str:
+    """latest.md from latest.json's report (also: python -c "...write_markdown(...)" after a merge)."""
     m = report["machine"]
-    md = [f"Machine of the last run: {m['cpu']} ({' '.join(m['cpu_features'])}), {m['cores']} cores; "
-          f"{args.threads} threads."]
+    md = [f"Machine of the last run: {m['cpu']} ({' '.join(m.get('cpu_features', []))}), {m['cores']} cores; "
+          f"{report['threads']} threads."]
     for section in SECTIONS:
         if isinstance(report.get(section), dict):
             where = report[section].get("cpu", "Intel(R) Xeon(R) Processor")  # before cpu was recorded
             if "cpu_features" in report[section]:
                 where += f" ({' '.join(report[section]['cpu_features']) or 'no AVX2'})"
             md += ["", f"### {section} ({report[section]['date']}, {where})", "", _markdown(report[section]["rows"])]
-    (RESULTS / "latest.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    text = "\n".join(md) + "\n"
+    (RESULTS / "latest.md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ def median_seconds(fn: Callable[[], Any], repeats: int = 20, warmup: int = 3) ->
     return statistics.median(times)
 
 
-def run_child(module: str, *args: str) -> dict[str, Any]:
-    """Run `python -m module args` and return the JSON object it prints last, plus its peak RSS."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+def run_child(module: str, *args: str, env: "dict[str, str] | None" = None) -> dict[str, Any]:
+    """Run `python -m module args` (with `env` added to ours) and return the JSON object it prints last."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=env,

@@ -16,7 +16,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .backend import LEGACY_KERAS, keras
+from .backend import LEGACY_KERAS, keras, require_backend
 from .configs import Preprocessing
 from .description import LABELS_FILE, METADATA_FILE, ModelDescription, export_metadata
 from .errors import KerasRepVGGError
@@ -163,6 +163,8 @@ def export_saved_model(
     model's own. The version folder appears whole or not at all; an existing version
     is never overwritten. Grouped convolutions are lowered without XLA.
     """
+    # Other backends export through XLA (one XlaCallModule op), which TF Serving lacks.
+    require_backend("SavedModel export", ("tensorflow",), "TF Serving runs graphs without XLA")
     import tensorflow as tf
 
     from .labels import class_names

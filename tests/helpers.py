@@ -120,7 +120,22 @@ def save_official_checkpoint(model, path: Path) -> Path:
 
 
 def keras_logits(model, x: np.ndarray) -> np.ndarray:
-    return np.asarray(model(x, training=False))
+    out = model(x, training=False)
+    # Keras' torch backend returns tensors that track gradients: numpy wants them detached.
+    return np.asarray(out.detach().cpu() if hasattr(out, "detach") else out)
+
+
+def randomize_keras_batchnorm(model, seed: int = 0) -> None:
+    """Random but sane statistics in every BatchNormalization layer of a Keras model (as
+    `make_timm_model` gives timm's), so that a freshly built training form stays finite."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            n = layer.gamma.shape[0]
+            layer.set_weights([
+                rng.uniform(0.3, 0.8, n), rng.normal(0, 0.1, n),
+                rng.normal(0, 0.1, n), rng.uniform(0.5, 2.0, n),
+            ])
 
 
 def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:

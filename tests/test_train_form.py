@@ -16,19 +16,9 @@ from keras_repvgg.converters import CheckpointError, KeyMismatchError, convert, 
 from helpers import (
     assert_close_to_timm,
     keras_logits,
+    randomize_keras_batchnorm,
     save_official_checkpoint,
 )
-
-
-def _randomize_batchnorm(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([
-                rng.uniform(0.3, 0.8, n), rng.normal(0, 0.1, n),
-                rng.normal(0, 0.1, n), rng.uniform(0.5, 2.0, n),
-            ])
 
 
 def test_training_form_layers_and_names():
@@ -50,7 +40,7 @@ def test_reparameterize_after_training_steps(arch):
     model = keras_repvgg.create_model(
         arch, form="train", input_shape=(32, 32, 3), classes=5, classifier_activation=None
     )
-    _randomize_batchnorm(model)
+    randomize_keras_batchnorm(model)
     before = [w.copy() for w in model.get_weights()]
     mean_before = model.get_layer("stages.1.1.conv_kxk.bn").get_weights()[2].copy()
     model.compile(
@@ -74,7 +64,7 @@ def test_reparameterize_keeps_inputs_head_and_preprocessing():
         "repvgg_a0", form="train", input_shape=(48, 48, 3), include_top=False, pooling="max",
         include_preprocessing=True,
     )
-    _randomize_batchnorm(model, seed=3)
+    randomize_keras_batchnorm(model, seed=3)
     fused = reparameterize(model)
     assert fused.input_shape == model.input_shape and fused.output_shape == (None, 1280)
     assert isinstance(fused.get_layer("head.global_pool"), keras.layers.GlobalMaxPooling2D)
@@ -147,7 +137,7 @@ def test_non_tensor_value_is_refused(a0_checkpoints, tmp_path):
 @pytest.mark.parametrize("arch", ["repvgg_b1g4", "repvgg_d2se"])
 def test_identity_kept_apart_computes_the_same(arch):
     model = keras_repvgg.create_model(arch, form="train", input_shape=(32, 32, 3), classifier_activation=None)
-    _randomize_batchnorm(model, seed=4)
+    randomize_keras_batchnorm(model, seed=4)
     x = np.random.default_rng(3).standard_normal((2, 32, 32, 3)).astype(np.float32)
     split = reparameterize(model, keep_identity=True)
     assert split.get_layer("stages.0.1.identity_scale") is not None

@@ -138,6 +138,11 @@ def export_tflite(
     TENSOR_AXIS_LABELS file, the model's name, version and licence), and our description
     of the file (`keras_repvgg.json`), which `keras-repvgg predict` reads.
     """
+    from keras_repvgg.backend import require_backend
+
+    # TFLite's converter takes a Keras model on TensorFlow, and on JAX through its StableHLO
+    # route (measured: the same builtin ops, outputs and GPU-delegate results); not on torch.
+    require_backend("TFLite export", ("tensorflow", "jax"), "TFLite's converter takes no torch-backend model", ExportError)
     from keras_repvgg.labels import labels_for
     from keras_repvgg.model import describe
 

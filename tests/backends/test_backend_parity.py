@@ -1,0 +1,38 @@
+"""timm parity on the current backend: every variant at 64 px (D2se at 96), both forms."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from keras_repvgg.backend import BACKEND
+from keras_repvgg.converters import convert_checkpoint
+
+from helpers import (
+    G2_VARIANTS,
+    TIMM_VARIANTS,
+    assert_close_to_timm,
+    keras_logits,
+    make_timm_model,
+    random_images,
+    save_checkpoint,
+    torch_logits,
+)
+
+
+@pytest.mark.parametrize("arch", TIMM_VARIANTS + G2_VARIANTS)
+def test_both_forms_match_timm(arch, tmp_path):
+    """timm's training-form checkpoint into both forms: the deploy form fused by the
+    converter (numpy, as on TensorFlow) and the training form's three branches."""
+    size = 96 if arch == "repvgg_d2se" else 64
+    model = make_timm_model(arch, seed=zlib.crc32(arch.encode()) % 1000)
+    x = random_images(2, size, seed=1)
+    expected = torch_logits(model, x)
+    checkpoint = save_checkpoint(model, tmp_path / "train.safetensors")
+    del model
+    for form in ("deploy", "train"):
+        converted = convert_checkpoint(checkpoint, form=form, input_size=size).model
+        err = assert_close_to_timm(keras_logits(converted, x), expected)
+        print(f"{BACKEND} {arch} {form}: {err:.2e} of the logit scale")
+        del converted
