@@ -44,7 +44,7 @@ def test_int8_of_a_trained_a0_keeps_its_accuracy(tmp_path, request):
 
     files: dict[str, bytes] = {}
     results = int8_candidates(train_form, xtr, xte, yte, files=files)
-    print({name: {k: round(v, 4) for k, v in r.items()} for name, r in results.items()})
+    print({name: {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for name, r in results.items()})
     for name in (AUTO, "rescaled channels, equalized"):
         r = results[name]
         assert 100 * (float_acc - r["accuracy"]) <= MAX_DROP_POINTS, (name, r)
