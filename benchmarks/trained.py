@@ -124,9 +124,8 @@ def int8_seeds(seeds: int = 5) -> list[dict[str, Any]]:
             "top1_agreement": _spread([r[name]["top1_agreement"] for r in runs]),
             "rel_l2": _spread([r[name]["rel_l2"] for r in runs], 3),
         }
-        if name == AUTO:
-            chosen = [r[AUTO]["chosen"] for r in runs]
-            row["chosen"] = ", ".join(f"{g} {chosen.count(g)}/{seeds}" for g in sorted(set(chosen)))
+        chosen = [r[AUTO]["chosen"] for r in runs]  # every row has the column: tables take the first row's keys
+        row["chosen"] = ", ".join(f"{g} {chosen.count(g)}/{seeds}" for g in sorted(set(chosen))) if name == AUTO else ""
         rows.append(row)
     return rows
 
