@@ -116,7 +116,7 @@ def test_command_line_converts_and_predicts(hub_cache, tmp_path, capsys):  # noq
     results = {}
     for source in (out, hub_cache["snapshot"]):
         assert main(["predict", str(source), *photos, "--top", "3", "--json"]) == 0
-        results[source] = json.loads(capsys.readouterr().out)
+        results[source] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # JSON Lines
     from_file, from_source = results.values()
     assert [r["image"] for r in from_file] == photos
     for a, b in zip(from_file, from_source, strict=True):
