@@ -65,11 +65,18 @@ def _train_branches(x, spec: BlockSpec, initializer: Optional[str]):
     dense = _conv3x3(x, spec, names.part(n, names.CONV_KXK, "conv"), False, initializer)
     branches = [_batchnorm(names.part(n, names.CONV_KXK, "bn"))(dense)]
     # The 1x1 branch reads the unpadded input: with stride 2 its taps then sit
-    # at the 3x3 windows' centres, as in PyTorch.
+    # at the 3x3 windows' centres, as in PyTorch. A strided 1x1 conv is a subsample
+    # then a 1x1 conv, and is built that way: oneDNN's AVX2 kernel for the weight
+    # gradient of a strided 1x1 conv on channels-last input with 1, 3 or 4 channels
+    # (the stem's RGB) never returns (torch 2.14.1, so Keras' torch backend; see
+    # docs/testing.md, "No hang"). Same weights, same numbers.
+    point = x
+    if spec.stride > 1:
+        point = layers.MaxPooling2D(1, strides=spec.stride, name=names.part(n, names.CONV_1X1, "subsample"))(point)
     point = layers.Conv2D(
-        spec.out_channels, 1, strides=spec.stride, groups=spec.groups, use_bias=False,
+        spec.out_channels, 1, groups=spec.groups, use_bias=False,
         name=names.part(n, names.CONV_1X1, "conv"), **_init(initializer),
-    )(x)
+    )(point)
     branches.append(_batchnorm(names.part(n, names.CONV_1X1, "bn"))(point))
     if spec.has_identity:
         branches.append(_batchnorm(names.part(n, names.IDENTITY))(x))
