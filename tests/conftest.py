@@ -42,16 +42,14 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
-def a0_checkpoints(tmp_path_factory):
+def a0_checkpoints():
     """An A0 in both forms (training and reparameterized) with timm's logits on 64 px input."""
-    from helpers import make_timm_model, random_images, reparameterized, save_checkpoint, torch_logits
+    from helpers import random_images, timm_checkpoint, timm_model, timm_reference
 
-    root = tmp_path_factory.mktemp("a0")
-    model = make_timm_model("repvgg_a0", seed=7)
     x = random_images(2, 64, seed=3)
-    train = save_checkpoint(model, root / "a0_train.safetensors")
-    fused = save_checkpoint(reparameterized(model), root / "a0_fused.safetensors")
-    return {"model": model, "train": train, "fused": fused, "x": x, "logits": torch_logits(model, x)}
+    return {"model": timm_model("repvgg_a0", seed=7), "train": timm_checkpoint("repvgg_a0", seed=7),
+            "fused": timm_checkpoint("repvgg_a0", seed=7, form="fused"), "x": x,
+            "logits": timm_reference("repvgg_a0", 7, x)}
 
 
 # --- LiteRT's GPU accelerator -------------------------------------------------------------

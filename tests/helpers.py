@@ -119,6 +119,88 @@ def save_official_checkpoint(model, path: Path) -> Path:
     return path
 
 
+# --- one cache of checkpoints and timm's logits for the whole run -----------------------
+# Every xdist worker and every pass (Keras 3, tf-keras, JAX, torch) asks for the same few
+# timm models with the same seeds: each is made, saved and run once, then read from here.
+# A file is written under a temporary name and renamed into place, so that two workers
+# making the same one at once each read a whole file. The key covers the code that makes
+# the models and the torch and timm versions, so an edit never reads a stale file.
+CACHE = Path(os.environ.get("KERAS_REPVGG_TEST_CACHE") or Path(__file__).resolve().parents[1] / ".pytest_cache" / "keras-repvgg")
+CHECKPOINT_FORMS = ("train", "fused", "official-train", "official-deploy")
+
+
+def _cache_key() -> str:
+    import hashlib
+    import inspect
+
+    code = "".join(inspect.getsource(f) for f in (_g2_model, make_timm_model, reparameterized, save_checkpoint,
+                                                    save_official_checkpoint, torch_logits))
+    return hashlib.sha256(f"{code}{torch.__version__}{timm.__version__}".encode()).hexdigest()[:16]
+
+
+def _cached(name: str, write) -> Path:
+    path = CACHE / _cache_key() / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{os.getpid()}.{name}")
+        try:
+            write(temporary)
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+    return path
+
+
+def timm_checkpoint(arch: str, seed: int = 0, form: str = "train", num_classes: int = 1000) -> Path:
+    """`make_timm_model(arch, seed, num_classes)` saved once for the run: `train` and `fused`
+    (timm's reparameterization) as safetensors, `official-train` and `official-deploy` as
+    the official RepVGG `.pth`. Tests copy it before changing it; they never write here."""
+    assert form in CHECKPOINT_FORMS, form
+    official = form.startswith("official")
+
+    def write(path: Path) -> None:
+        model = make_timm_model(arch, seed, num_classes)
+        if form in ("fused", "official-deploy"):
+            model = reparameterized(model)
+        (save_official_checkpoint if official else save_checkpoint)(model, path)
+
+    return _cached(f"{arch}-seed{seed}-{num_classes}-{form}{'.pth' if official else '.safetensors'}", write)
+
+
+def timm_model(arch: str, seed: int = 0, num_classes: int = 1000):
+    """The model `make_timm_model` gives, its weights read from the cached checkpoint."""
+    from safetensors.torch import load_file
+
+    with torch.device("meta"):  # built without initializing weights that are replaced at once
+        model = _g2_model(arch) if arch in G2_VARIANTS else timm.create_model(arch, num_classes=num_classes)
+    model.load_state_dict(load_file(str(timm_checkpoint(arch, seed, "train", num_classes))), assign=True)
+    return model.eval()
+
+
+def timm_reference(arch: str, seed: int, x: np.ndarray, num_classes: int = 1000, form: str = "train") -> np.ndarray:
+    """timm's logits for `x` from `make_timm_model(arch, seed, num_classes)` (`form="fused"`:
+    after timm's own reparameterization), computed once for the run."""
+    import hashlib
+
+    assert form in ("train", "fused"), form
+    digest = hashlib.sha256(np.ascontiguousarray(x).tobytes() + str(x.shape).encode()).hexdigest()[:16]
+
+    def write(path: Path) -> None:
+        model = timm_model(arch, seed, num_classes)
+        with open(path, "wb") as f:
+            np.save(f, torch_logits(reparameterized(model) if form == "fused" else model, x))
+
+    return np.load(_cached(f"{arch}-seed{seed}-{num_classes}-{form}-logits-{digest}.npy", write))
+
+
+def checkpoint_size(path: Path) -> int:
+    """How many numbers a safetensors file holds, from its header alone."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        return sum(int(np.prod(f.get_slice(key).get_shape())) for key in f.keys())
+
+
 def keras_logits(model, x: np.ndarray) -> np.ndarray:
     out = model(x, training=False)
     # Keras' torch backend returns tensors that track gradients: numpy wants them detached.
@@ -200,3 +282,37 @@ def unreadable_images(folder: Path) -> list[Path]:
         (folder / name).write_bytes(data)
     Image.new("L", (12_000, 10_000)).save(folder / "huge.png", optimize=True)
     return sorted(folder / name for name in [*files, "huge.png"])
+
+
+def assert_same_top_k(ours: np.ndarray, reference: np.ndarray, k: int = 5, rtol: float = 0.0, atol: float = 0.0,
+                      what: str = "") -> float:
+    """Two runs of one model agree on its top k classes, near-ties allowed; returns the largest
+    difference as a fraction of the tolerance.
+
+    `ours` and `reference` are (images, classes) probabilities. Kernel libraries (XNNPACK,
+    oneDNN, Eigen) and batch sizes round differently, so classes whose probabilities nearly tie
+    may swap places: the order is not compared. Instead every class's probability must agree
+    within `atol + rtol * reference`, which catches a wrong model or a wrong class anywhere,
+    and the two top-k sets must be equal but for classes within twice the tolerance at the
+    k-th probability (each side may move by it) of the reference's k-th: only a near-tie at
+    the edge of the top k may fall in or out of it.
+    """
+    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
+    assert ours.shape == reference.shape and ours.ndim == 2, (what, ours.shape, reference.shape)
+    assert np.isfinite(ours).all() and np.isfinite(reference).all(), what
+    assert atol > 0 or rtol > 0, "a tolerance is needed: near-ties are what this check allows"
+    diff, tolerance = np.abs(ours - reference), atol + rtol * np.abs(reference)
+    excess = np.divide(diff, tolerance, out=np.where(diff > 0, np.inf, 0.0), where=tolerance > 0)
+    worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
+    assert excess[worst] <= 1, (
+        f"{what}: image {worst[0]}, class {worst[1]}: probability {ours[worst]:.6g} against {reference[worst]:.6g}, "
+        f"beyond atol {atol:g} + rtol {rtol:g}")
+    for i, (row, ref) in enumerate(zip(ours, reference, strict=True)):
+        top, ref_top = ({int(c) for c in np.argsort(-x, kind="stable")[:k]} for x in (row, ref))
+        kth = float(np.sort(ref)[-k])
+        tie = 2 * (atol + rtol * kth)
+        apart = sorted(c for c in top ^ ref_top if abs(ref[c] - kth) > tie)
+        assert not apart, (
+            f"{what}: image {i}: top {k} {sorted(top)} against {sorted(ref_top)}; classes {apart} differ by more "
+            f"than {tie:.3g} from the {k}th probability {kth:.6g}, not a near-tie")
+    return float(excess[worst])

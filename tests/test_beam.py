@@ -14,7 +14,7 @@ import pytest
 from keras_repvgg.cli import main
 from keras_repvgg.predict import classify_files, load_predictor
 
-from helpers import make_timm_model, photo_crops, save_checkpoint, sklearn_photos, unreadable_images
+from helpers import photo_crops, sklearn_photos, timm_checkpoint, unreadable_images
 
 SIZE = 64
 
@@ -22,7 +22,7 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def a0(tmp_path_factory):
     root = tmp_path_factory.mktemp("beam")
-    source = save_checkpoint(make_timm_model("repvgg_a0", seed=16), root / "a0.safetensors")
+    source = timm_checkpoint("repvgg_a0", seed=16)
     assert main(["convert", str(source), "--input-size", str(SIZE), "-o", str(root / "a0.keras")]) == 0
     assert main(["export", "tflite", str(root / "a0.keras"), "-o", str(root / "a0.tflite")]) == 0
     return root

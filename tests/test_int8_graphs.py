@@ -12,16 +12,15 @@ from keras_repvgg.equalization import equalize
 from keras_repvgg.tflite import TFLiteRunner, export_tflite, model_ops, read_metadata
 from keras_repvgg.tflite.int8_graphs import GRAPHS_BY_NAME, choose, tolerated_error
 
-from helpers import make_timm_model, random_images, save_checkpoint
+from helpers import random_images, timm_checkpoint
 
 SIZE = 32
 AS_THE_MODEL = {"input": "normalized", "output": "logits"}
 
 
 @pytest.fixture(scope="module")
-def train(tmp_path_factory):
-    path = save_checkpoint(make_timm_model("repvgg_a0", seed=5), tmp_path_factory.mktemp("g") / "a0.safetensors")
-    return convert(path, input_size=SIZE, form="train")
+def train():
+    return convert(timm_checkpoint("repvgg_a0", seed=5), input_size=SIZE, form="train")
 
 
 def _identity_ops(data: bytes) -> int:

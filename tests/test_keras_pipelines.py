@@ -12,7 +12,7 @@ import numpy as np
 from benchmarks.digits import digits as _digits
 from benchmarks.trained import transfer_once
 
-from helpers import make_timm_model, save_checkpoint
+from helpers import timm_checkpoint
 
 # Two logical CPUs must be configured before TensorFlow starts: a fresh process.
 DISTRIBUTE_SCRIPT = r"""
@@ -67,7 +67,7 @@ def test_fine_tune_a_new_head_with_fit():
 
 def test_mirrored_strategy_on_two_cpus(tmp_path):
     xtr, _, ytr, _ = _digits()
-    path = save_checkpoint(make_timm_model("repvgg_a0", seed=5, num_classes=10), tmp_path / "a0.safetensors")
+    path = timm_checkpoint("repvgg_a0", seed=5, num_classes=10)
     np.savez(tmp_path / "inputs.npz", x=xtr[:64], y=ytr[:64])
     run = subprocess.run(
         [sys.executable, "-c", DISTRIBUTE_SCRIPT, str(path), str(tmp_path / "inputs.npz")],

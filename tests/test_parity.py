@@ -15,38 +15,31 @@ from helpers import (
     G2_VARIANTS,
     TIMM_VARIANTS,
     assert_close_to_timm,
+    checkpoint_size,
     keras_logits,
-    make_timm_model,
     random_images,
-    reparameterized,
-    save_checkpoint,
-    save_official_checkpoint,
+    timm_checkpoint,
+    timm_reference,
     torch_logits,
 )
 
 
-def _check_variant(arch: str, size: int, tmp_path) -> None:
+def _check_variant(arch: str, size: int) -> None:
     """Every route from a timm model to Keras lands on timm's logits.
 
     Safetensors in both forms and the official deploy .pth into the deploy form;
     the official training .pth into our training form, whose own
     reparameterization must then equal the converter's deploy form.
     """
-    model = make_timm_model(arch, seed=zlib.crc32(arch.encode()) % 1000)
+    seed = zlib.crc32(arch.encode()) % 1000
     x = random_images(2, size, seed=1)
-    expected = torch_logits(model, x)
-    fused_model = reparameterized(model)
+    expected = timm_reference(arch, seed, x)
     # timm's own fusion agrees with its training form: the reference itself is sound.
-    assert_close_to_timm(torch_logits(fused_model, x), expected)
-    timm_fused_params = sum(p.numel() for p in fused_model.parameters())
-
-    checkpoints = {
-        "train": save_checkpoint(model, tmp_path / "train.safetensors"),
-        "fused": save_checkpoint(fused_model, tmp_path / "fused.safetensors"),
-        "official deploy": save_official_checkpoint(fused_model, tmp_path / "deploy.pth"),
-    }
-    official_train = save_official_checkpoint(model, tmp_path / "train.pth")
-    del model, fused_model
+    assert_close_to_timm(timm_reference(arch, seed, x, form="fused"), expected)
+    checkpoints = {form: timm_checkpoint(arch, seed, name)
+                   for form, name in (("train", "train"), ("fused", "fused"), ("official deploy", "official-deploy"))}
+    timm_fused_params = checkpoint_size(checkpoints["fused"])  # a fused model holds parameters only
+    official_train = timm_checkpoint(arch, seed, "official-train")
     for form, path in checkpoints.items():
         # No arch and no config.json: the variant is inferred from the shapes.
         result = convert_checkpoint(path, input_size=size)
@@ -70,19 +63,19 @@ def _check_variant(arch: str, size: int, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("arch", TIMM_VARIANTS)
-def test_timm_variant_matches_at_small_size(arch, tmp_path):
-    _check_variant(arch, 64 if arch != "repvgg_d2se" else 96, tmp_path)
+def test_timm_variant_matches_at_small_size(arch):
+    _check_variant(arch, 64 if arch != "repvgg_d2se" else 96)
 
 
 @pytest.mark.parametrize("arch", G2_VARIANTS)
-def test_g2_variant_built_by_timm_matches(arch, tmp_path):
-    _check_variant(arch, 64, tmp_path)
+def test_g2_variant_built_by_timm_matches(arch):
+    _check_variant(arch, 64)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["repvgg_a0", "repvgg_b1g4", "repvgg_d2se"])
-def test_variant_matches_at_full_size(arch, tmp_path):
-    _check_variant(arch, get_variant(arch).preprocessing.input_size, tmp_path)
+def test_variant_matches_at_full_size(arch):
+    _check_variant(arch, get_variant(arch).preprocessing.input_size)
 
 
 def test_features_match_timm_intermediates(a0_checkpoints):

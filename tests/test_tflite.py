@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -22,7 +24,7 @@ from keras_repvgg.tflite import (
 )
 from keras_repvgg.tflite.int8_graphs import GRAPHS_BY_NAME
 
-from helpers import make_timm_model, random_images, save_checkpoint
+from helpers import random_images, timm_checkpoint
 
 # D2se (120M parameters) takes half a minute per export: marked slow, run in the Keras 3 pass.
 ARCHS = ["repvgg_a0", "repvgg_b1g4", pytest.param("repvgg_d2se", marks=pytest.mark.slow)]
@@ -39,7 +41,7 @@ def exports(tmp_path_factory):
 
     def get(arch: str, mode: str):
         if arch not in models:
-            path = save_checkpoint(make_timm_model(arch, seed=2), root / f"{arch}.safetensors")
+            path = timm_checkpoint(arch, seed=2)
             models[arch] = convert(path, input_size=SIZE)
         if (arch, mode) not in cache:
             calibration = random_images(24, SIZE, seed=9) if mode == "int8" else None
@@ -86,7 +88,7 @@ def test_ops_are_builtin_static_and_one_conv_per_block(exports, arch):
 def test_int8_from_the_training_form_keeps_the_identity_apart(arch, tmp_path, request):
     """The identity-apart int8 graph (equalized) on every kind of block: plain, grouped,
     squeeze-excitation; against the training form it came from."""
-    path = save_checkpoint(make_timm_model(arch, seed=2), tmp_path / f"{arch}.safetensors")
+    path = timm_checkpoint(arch, seed=2)
     train = convert(path, input_size=SIZE, form="train")
     data = export_tflite(train, "int8", calibration=random_images(24, SIZE, seed=9),
                          int8_graph="identity-apart-equalized", **AS_THE_MODEL)
@@ -156,7 +158,7 @@ def test_int8_with_integer_io(exports, io_dtype):
 
 def test_uint8_pixels_into_float_model_with_preprocessing(exports, tmp_path, request):
     model, _, _ = exports("repvgg_a0", "float32")
-    path = save_checkpoint(make_timm_model("repvgg_a0", seed=2), tmp_path / "a0.safetensors")
+    path = timm_checkpoint("repvgg_a0", seed=2)
     rgb_model = convert(path, input_size=SIZE, include_preprocessing=True)
     labels = [f"class {i}" for i in range(1000)]
     data = export_tflite(rgb_model, "float32", io_dtype="uint8", labels=labels, output="logits")
@@ -195,7 +197,8 @@ def test_bad_requests_are_clear_errors(exports):
 
 
 def test_cli_export_with_image_folder_and_gpu_check(tmp_path, capsys, request):
-    path = save_checkpoint(make_timm_model("repvgg_a0", seed=2), tmp_path / "a0.safetensors")
+    path = tmp_path / "a0.safetensors"
+    shutil.copy(timm_checkpoint("repvgg_a0", seed=2), path)
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(1)

@@ -14,23 +14,21 @@ from helpers import (
     TIMM_VARIANTS,
     assert_close_to_timm,
     keras_logits,
-    make_timm_model,
     random_images,
-    save_checkpoint,
-    torch_logits,
+    timm_checkpoint,
+    timm_reference,
 )
 
 
 @pytest.mark.parametrize("arch", TIMM_VARIANTS + G2_VARIANTS)
-def test_both_forms_match_timm(arch, tmp_path):
+def test_both_forms_match_timm(arch):
     """timm's training-form checkpoint into both forms: the deploy form fused by the
     converter (numpy, as on TensorFlow) and the training form's three branches."""
     size = 96 if arch == "repvgg_d2se" else 64
-    model = make_timm_model(arch, seed=zlib.crc32(arch.encode()) % 1000)
+    seed = zlib.crc32(arch.encode()) % 1000
     x = random_images(2, size, seed=1)
-    expected = torch_logits(model, x)
-    checkpoint = save_checkpoint(model, tmp_path / "train.safetensors")
-    del model
+    expected = timm_reference(arch, seed, x)
+    checkpoint = timm_checkpoint(arch, seed)
     for form in ("deploy", "train"):
         converted = convert_checkpoint(checkpoint, form=form, input_size=size).model
         err = assert_close_to_timm(keras_logits(converted, x), expected)
