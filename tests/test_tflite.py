@@ -20,17 +20,42 @@ from keras_repvgg.tflite import (
     gpu_static_problems,
     model_ops,
     read_labels,
+    run_on_gpu,
     write_tflite,
 )
 from keras_repvgg.tflite.int8_graphs import GRAPHS_BY_NAME
 
-from helpers import random_images, timm_checkpoint
+from helpers import assert_close_to_timm, random_images, timm_checkpoint, timm_reference
 
 # D2se (120M parameters) takes half a minute per export: marked slow, run in the Keras 3 pass.
 ARCHS = ["repvgg_a0", "repvgg_b1g4", pytest.param("repvgg_d2se", marks=pytest.mark.slow)]
 MODES = ["float32", "float16", "dynamic-int8", "int8"]
 SIZE = 64
 AS_THE_MODEL = {"input": "normalized", "output": "logits"}
+SEED = 2  # of the timm models every test here converts
+# On LiteRT's GPU accelerator (float16 arithmetic on lavapipe), against timm's float32 model:
+# the largest logit difference, as a fraction of the logit scale, for float files; the
+# relative L2 of the logits for int8 files (see docs/testing.md, "TFLite", for the spread).
+GPU_FLOAT_REL = 2.5e-2
+GPU_INT8_REL_L2 = 0.15
+GPU_INT8_PROBABILITY = 0.02  # the default int8 file's probabilities, absolute
+
+
+def rel_l2(ours: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.linalg.norm(ours - reference) / np.linalg.norm(reference))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def pixels_and_normalized(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """0-255 RGB pixels, and the same normalized as timm's transform does (ImageNet's mean and std)."""
+    from keras_repvgg.configs import IMAGENET_MEAN, IMAGENET_STD
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 3)).astype(np.float32)
+    return pixels, ((pixels / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +66,7 @@ def exports(tmp_path_factory):
 
     def get(arch: str, mode: str):
         if arch not in models:
-            path = timm_checkpoint(arch, seed=2)
+            path = timm_checkpoint(arch, seed=SEED)
             models[arch] = convert(path, input_size=SIZE)
         if (arch, mode) not in cache:
             calibration = random_images(24, SIZE, seed=9) if mode == "int8" else None
@@ -88,7 +113,7 @@ def test_ops_are_builtin_static_and_one_conv_per_block(exports, arch):
 def test_int8_from_the_training_form_keeps_the_identity_apart(arch, tmp_path, request):
     """The identity-apart int8 graph (equalized) on every kind of block: plain, grouped,
     squeeze-excitation; against the training form it came from."""
-    path = timm_checkpoint(arch, seed=2)
+    path = timm_checkpoint(arch, seed=SEED)
     train = convert(path, input_size=SIZE, form="train")
     data = export_tflite(train, "int8", calibration=random_images(24, SIZE, seed=9),
                          int8_graph="identity-apart-equalized", **AS_THE_MODEL)
@@ -99,8 +124,14 @@ def test_int8_from_the_training_form_keeps_the_identity_apart(arch, tmp_path, re
     print(arch, report)
     assert report["rel_l2"] <= 0.05  # measured 0.008-0.014 (A0, B1g4, D2se; the deploy graph's bound is 0.15)
     request.getfixturevalue("gpu_accelerator")  # the rest needs a Vulkan device
-    gpu = check_gpu(write_tflite(data, tmp_path / f"{arch}_int8.tflite"))
+    path = write_tflite(data, tmp_path / f"{arch}_int8.tflite")
+    gpu = check_gpu(path)
     assert gpu["fully_accelerated"] and gpu["static_problems"] == [], gpu
+    assert gpu["max_rel_diff"] <= 2.5e-2
+    held_out = random_images(6, SIZE, seed=4)
+    error = rel_l2(run_on_gpu(path, held_out), timm_reference(arch, SEED, held_out))
+    print(arch, "identity-apart int8 on the GPU against timm:", error)
+    assert error <= 0.05
 
 
 def test_sizes(exports):
@@ -113,12 +144,19 @@ def test_sizes(exports):
 @pytest.mark.parametrize("mode", ["float32", "float16", "int8"])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_gpu_accelerator_runs_it_fully(exports, arch, mode, gpu_accelerator):
-    _, _, path = exports(arch, mode)
+    _, held_out, path = exports(arch, mode)
     report = check_gpu(path)
     print(report)
     assert report["compiled"], report
     assert report["fully_accelerated"] and report["static_problems"] == []
     assert report["max_rel_diff"] <= 2.5e-2  # GPU computes in float16
+    # And what the GPU computes is timm's model.
+    gpu, reference = run_on_gpu(path, held_out), timm_reference(arch, SEED, held_out)
+    print(arch, mode, "GPU against timm:", rel_l2(gpu, reference), np.abs(gpu - reference).max() / np.abs(reference).max())
+    if mode == "int8":
+        assert rel_l2(gpu, reference) <= GPU_INT8_REL_L2
+    else:
+        assert_close_to_timm(gpu, reference, rel=GPU_FLOAT_REL)
 
 
 @pytest.mark.parametrize("mode", ["float32", "float16", "int8"])
@@ -129,8 +167,18 @@ def test_default_files_run_fully_on_the_gpu(exports, mode, tmp_path, gpu_acceler
     data = export_tflite(model, mode, calibration=calibration)
     ops = {op.name for op in model_ops(data)}
     assert "SOFTMAX" in ops and TFLiteRunner(data).output_name == "probabilities"
-    report = check_gpu(write_tflite(data, tmp_path / f"a0_{mode}.tflite"))
+    path = write_tflite(data, tmp_path / f"a0_{mode}.tflite")
+    report = check_gpu(path)
     assert report["fully_accelerated"] and report["static_problems"] == [], report
+    # Pixels in, probabilities out on the GPU: timm's probabilities for the normalized pixels.
+    pixels, normalized = pixels_and_normalized(4, seed=6)
+    gpu, reference = run_on_gpu(path, pixels), softmax(timm_reference("repvgg_a0", SEED, normalized))
+    logit_gap = np.abs(np.log(gpu + 1e-12) - np.log(reference))[reference > 1e-4].max()
+    print(mode, "GPU probabilities against timm: max abs", np.abs(gpu - reference).max(), "log", logit_gap)
+    if mode == "int8":  # its probabilities are quantized: compared as they are, not as logits
+        assert np.abs(gpu - reference).max() <= GPU_INT8_PROBABILITY
+    else:
+        assert_close_to_timm(gpu, reference, rel=GPU_FLOAT_REL)
 
 
 def test_dynamic_int8_is_flagged_for_gpu_delegates(exports, capsys):
@@ -158,7 +206,7 @@ def test_int8_with_integer_io(exports, io_dtype):
 
 def test_uint8_pixels_into_float_model_with_preprocessing(exports, tmp_path, request):
     model, _, _ = exports("repvgg_a0", "float32")
-    path = timm_checkpoint("repvgg_a0", seed=2)
+    path = timm_checkpoint("repvgg_a0", seed=SEED)
     rgb_model = convert(path, input_size=SIZE, include_preprocessing=True)
     labels = [f"class {i}" for i in range(1000)]
     data = export_tflite(rgb_model, "float32", io_dtype="uint8", labels=labels, output="logits")
@@ -172,8 +220,12 @@ def test_uint8_pixels_into_float_model_with_preprocessing(exports, tmp_path, req
     with pytest.raises(KerasRepVGGError, match="2 label names for a 1000-class model"):
         export_tflite(rgb_model, "float32", labels=["a", "b"])
     request.getfixturevalue("gpu_accelerator")  # the rest needs a Vulkan device
-    report = check_gpu(write_tflite(data, tmp_path / "u8.tflite"))
+    path = write_tflite(data, tmp_path / "u8.tflite")
+    report = check_gpu(path)
     assert report["fully_accelerated"], report
+    pixels, normalized = pixels_and_normalized(3, seed=0)
+    assert_close_to_timm(run_on_gpu(path, pixels.astype(np.uint8)), timm_reference("repvgg_a0", SEED, normalized),
+                         rel=GPU_FLOAT_REL)
 
 
 def test_bad_requests_are_clear_errors(exports):
@@ -198,7 +250,7 @@ def test_bad_requests_are_clear_errors(exports):
 
 def test_cli_export_with_image_folder_and_gpu_check(tmp_path, capsys, request):
     path = tmp_path / "a0.safetensors"
-    shutil.copy(timm_checkpoint("repvgg_a0", seed=2), path)
+    shutil.copy(timm_checkpoint("repvgg_a0", seed=SEED), path)
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(1)
