@@ -201,6 +201,51 @@ def checkpoint_size(path: Path) -> int:
         return sum(int(np.prod(f.get_slice(key).get_shape())) for key in f.keys())
 
 
+def _digest(*parts: bytes) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:24]
+
+
+def gpu_check(path: Path) -> dict:
+    """`check_gpu` of the file, once per distinct file in the run: LiteRT's GPU accelerator
+    (software Vulkan here) is slow, and the passes export many byte-identical files."""
+    import json
+
+    from keras_repvgg.tflite import check_gpu
+
+    class NotCompiled(Exception):
+        pass
+
+    def write(out: Path) -> None:
+        report = check_gpu(path)
+        if not report.get("compiled"):
+            raise NotCompiled(report)  # no device, or a refusal: reported, never kept
+        report.pop("path", None)
+        out.write_text(json.dumps(report))
+
+    try:
+        report = json.loads(_cached(f"gpu-check-{_digest(Path(path).read_bytes())}.json", write).read_text())
+    except NotCompiled as refused:
+        report = refused.args[0]
+    return {**report, "path": str(path)}
+
+
+def gpu_outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    """`run_on_gpu(path, x)`, once per distinct file and input in the run."""
+    from keras_repvgg.tflite import run_on_gpu
+
+    def write(out: Path) -> None:
+        with open(out, "wb") as f:
+            np.save(f, run_on_gpu(path, x))
+
+    key = _digest(Path(path).read_bytes(), np.ascontiguousarray(x).tobytes(), str((x.shape, x.dtype)).encode())
+    return np.load(_cached(f"gpu-outputs-{key}.npy", write))
+
+
 def keras_logits(model, x: np.ndarray) -> np.ndarray:
     out = model(x, training=False)
     # Keras' torch backend returns tensors that track gradients: numpy wants them detached.

@@ -14,18 +14,16 @@ from keras_repvgg.errors import KerasRepVGGError
 from keras_repvgg.tflite import (
     ExportError,
     TFLiteRunner,
-    check_gpu,
     evaluate_tflite,
     export_tflite,
     gpu_static_problems,
     model_ops,
     read_labels,
-    run_on_gpu,
     write_tflite,
 )
 from keras_repvgg.tflite.int8_graphs import GRAPHS_BY_NAME
 
-from helpers import assert_close_to_timm, random_images, timm_checkpoint, timm_reference
+from helpers import assert_close_to_timm, gpu_check, gpu_outputs, random_images, timm_checkpoint, timm_reference
 
 # D2se (120M parameters) takes half a minute per export: marked slow, run in the Keras 3 pass.
 ARCHS = ["repvgg_a0", "repvgg_b1g4", pytest.param("repvgg_d2se", marks=pytest.mark.slow)]
@@ -125,11 +123,11 @@ def test_int8_from_the_training_form_keeps_the_identity_apart(arch, tmp_path, re
     assert report["rel_l2"] <= 0.05  # measured 0.008-0.014 (A0, B1g4, D2se; the deploy graph's bound is 0.15)
     request.getfixturevalue("gpu_accelerator")  # the rest needs a Vulkan device
     path = write_tflite(data, tmp_path / f"{arch}_int8.tflite")
-    gpu = check_gpu(path)
+    gpu = gpu_check(path)
     assert gpu["fully_accelerated"] and gpu["static_problems"] == [], gpu
     assert gpu["max_rel_diff"] <= 2.5e-2
     held_out = random_images(6, SIZE, seed=4)
-    error = rel_l2(run_on_gpu(path, held_out), timm_reference(arch, SEED, held_out))
+    error = rel_l2(gpu_outputs(path, held_out), timm_reference(arch, SEED, held_out))
     print(arch, "identity-apart int8 on the GPU against timm:", error)
     assert error <= 0.05
 
@@ -145,13 +143,13 @@ def test_sizes(exports):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_gpu_accelerator_runs_it_fully(exports, arch, mode, gpu_accelerator):
     _, held_out, path = exports(arch, mode)
-    report = check_gpu(path)
+    report = gpu_check(path)
     print(report)
     assert report["compiled"], report
     assert report["fully_accelerated"] and report["static_problems"] == []
     assert report["max_rel_diff"] <= 2.5e-2  # GPU computes in float16
     # And what the GPU computes is timm's model.
-    gpu, reference = run_on_gpu(path, held_out), timm_reference(arch, SEED, held_out)
+    gpu, reference = gpu_outputs(path, held_out), timm_reference(arch, SEED, held_out)
     print(arch, mode, "GPU against timm:", rel_l2(gpu, reference), np.abs(gpu - reference).max() / np.abs(reference).max())
     if mode == "int8":
         assert rel_l2(gpu, reference) <= GPU_INT8_REL_L2
@@ -168,11 +166,11 @@ def test_default_files_run_fully_on_the_gpu(exports, mode, tmp_path, gpu_acceler
     ops = {op.name for op in model_ops(data)}
     assert "SOFTMAX" in ops and TFLiteRunner(data).output_name == "probabilities"
     path = write_tflite(data, tmp_path / f"a0_{mode}.tflite")
-    report = check_gpu(path)
+    report = gpu_check(path)
     assert report["fully_accelerated"] and report["static_problems"] == [], report
     # Pixels in, probabilities out on the GPU: timm's probabilities for the normalized pixels.
     pixels, normalized = pixels_and_normalized(4, seed=6)
-    gpu, reference = run_on_gpu(path, pixels), softmax(timm_reference("repvgg_a0", SEED, normalized))
+    gpu, reference = gpu_outputs(path, pixels), softmax(timm_reference("repvgg_a0", SEED, normalized))
     logit_gap = np.abs(np.log(gpu + 1e-12) - np.log(reference))[reference > 1e-4].max()
     print(mode, "GPU probabilities against timm: max abs", np.abs(gpu - reference).max(), "log", logit_gap)
     if mode == "int8":  # its probabilities are quantized: compared as they are, not as logits
@@ -221,10 +219,10 @@ def test_uint8_pixels_into_float_model_with_preprocessing(exports, tmp_path, req
         export_tflite(rgb_model, "float32", labels=["a", "b"])
     request.getfixturevalue("gpu_accelerator")  # the rest needs a Vulkan device
     path = write_tflite(data, tmp_path / "u8.tflite")
-    report = check_gpu(path)
+    report = gpu_check(path)
     assert report["fully_accelerated"], report
     pixels, normalized = pixels_and_normalized(3, seed=0)
-    assert_close_to_timm(run_on_gpu(path, pixels.astype(np.uint8)), timm_reference("repvgg_a0", SEED, normalized),
+    assert_close_to_timm(gpu_outputs(path, pixels.astype(np.uint8)), timm_reference("repvgg_a0", SEED, normalized),
                          rel=GPU_FLOAT_REL)
 
 
