@@ -132,8 +132,11 @@ def test_a_closed_pipe_is_not_an_error():
     proc = subprocess.Popen([sys.executable, "-m", "keras_repvgg", "list"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     proc.stdout.close()  # the reader is gone before the first line is written
-    err = proc.stderr.read().decode()
-    assert proc.wait(timeout=120) == 0 and err == "", err
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and err.decode() == "", err
 
 
 def test_metadata_in_exports_is_the_description(tmp_path):

@@ -135,6 +135,7 @@ def test_hub_id_absent_from_offline_cache(tmp_path):
         env={**__import__("os").environ, **env},
         capture_output=True,
         text=True,
+        timeout=300,  # measured 14 s; a hang (a network wait despite HF_HUB_OFFLINE) fails, not blocks
     )
     assert proc.returncode == 2
     assert "timm/repvgg_a0.rvgg_in1k" in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr

@@ -18,7 +18,7 @@ from keras_repvgg.converters import convert
 from keras_repvgg.model import describe
 from keras_repvgg.preprocessing import preprocess_input
 
-from helpers import make_timm_model, save_checkpoint, sklearn_photos
+from helpers import assert_same_top_k, make_timm_model, save_checkpoint, sklearn_photos
 
 SIZE = 64
 LABELS = [f"label {i}" for i in range(10)]
@@ -96,12 +96,16 @@ def test_mediapipe_classifies_every_kind_of_file(checkpoint, quantization, io_dt
     assert all(n == LABELS for n in names)  # the checkpoint's class names, from the file's metadata
     assert scores.min() >= 0 and scores.max() <= 1
     np.testing.assert_allclose(scores.sum(-1), 1, atol=0.02)  # probabilities (int8's are 1/256 steps)
+    print(quantization, io_dtype, include_preprocessing, float(np.abs(scores - expected).max()))
     if quantization in ("float32", "float16"):
-        np.testing.assert_allclose(scores, expected, atol=2e-3)
-        top5 = np.argsort(-scores, axis=-1, kind="stable")[:, :5]
-        assert (top5 == np.argsort(-expected, axis=-1, kind="stable")[:, :5]).all()
+        # Every class's probability, and the top 5 as a set: near-tied classes (0.00007 apart
+        # here) may swap places between MediaPipe's kernels (XNNPACK) and Keras' (oneDNN), so the
+        # order is not compared. Measured: 5e-8 (float32) and 6e-6 (float16, which XNNPACK
+        # computes in float32 here); 1e-5 is 190 times the first, and 2e-3 leaves room for
+        # float16 arithmetic where a CPU has it.
+        atol = 1e-5 if quantization == "float32" else 2e-3
+        assert_same_top_k(scores, expected, atol=atol, what=f"{quantization} {io_dtype} {include_preprocessing}")
     else:  # int8 weights: measured 0.0007 (dynamic-int8) and 0.0021 (int8) at most, here
-        print(quantization, io_dtype, include_preprocessing, float(np.abs(scores - expected).max()))
         assert np.abs(scores - expected).max() <= 0.02
         assert (scores.argmax(-1) == expected.argmax(-1)).mean() >= 0.875
 

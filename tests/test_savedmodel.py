@@ -17,7 +17,7 @@ from keras_repvgg.converters import convert_checkpoint
 from keras_repvgg.errors import KerasRepVGGError
 from keras_repvgg.serving import WARMUP_FILE, decode_image, export_saved_model, xla_must_compile_functions
 
-from helpers import make_timm_model, random_images, save_checkpoint, sklearn_photos
+from helpers import assert_same_top_k, make_timm_model, random_images, save_checkpoint, sklearn_photos
 
 SIZE = 64
 PHOTOS = sklearn_photos()  # china.jpg, flower.jpg; asserted, never an empty loop
@@ -110,6 +110,10 @@ def test_fresh_process_on_plain_kernels_matches_keras(served, tmp_path):
 
     reference = result.model.predict(_normalize(pixels, result.preprocessing), verbose=0)
     scale = np.abs(reference).max()
+    # TensorFlow's plain kernels against Keras' (oneDNN, XLA for the grouped convolutions):
+    # measured 7.3e-7 of the scale at most, for batches of 1-8 images, with the Keras side and
+    # the served side each run by default, with ONEDNN_MAX_CPU_ISA=AVX2 and with
+    # TF_ENABLE_ONEDNN_OPTS=0; 1e-5 is 13 times that.
     for signature in ("serving_default", "serving_uint8"):
         assert np.abs(out[f"{signature}.logits"] - reference).max() <= 1e-5 * scale
         np.testing.assert_allclose(out[f"{signature}.probabilities"].sum(-1), 1, rtol=1e-5)
@@ -122,9 +126,13 @@ def test_fresh_process_on_plain_kernels_matches_keras(served, tmp_path):
     photos = np.stack([load_image(p, result.preprocessing) for p in PHOTOS])
     expected = tf.nn.softmax(result.model.predict(photos, verbose=0)).numpy()
     probabilities = out["predict_images.probabilities"]
-    assert np.abs(probabilities - expected).max() < 0.02 * expected.max()
-    top = np.argsort(-expected, axis=-1)[:, :5]
-    np.testing.assert_array_equal(out["predict_images.top_k_indices"], top)
+    # Every class within 1e-4 relative, and the top 5 as a set (near-ties may swap places):
+    # measured 5.3e-6 (decoding and resizing in the graph, and other kernels), 2.6e-5 with
+    # every pixel 1/255 off (the transform's own bound, below).
+    assert_same_top_k(probabilities, expected, rtol=1e-4, what="predict_images")
+    # Its top 5 are its own five most probable classes, most probable first, with their labels.
+    top = out["predict_images.top_k_indices"]
+    np.testing.assert_array_equal(np.take_along_axis(probabilities, top, -1), -np.sort(-probabilities, -1)[:, :5])
     labels = np.asarray(result.label_names)
     assert (out["predict_images.top_k_labels"].astype(str) == labels[top]).all()
 
@@ -177,7 +185,7 @@ def test_saved_model_cli_show_and_run(served, tmp_path):
     assert ran.returncode == 0, ran.stderr[-2000:]
     reference = result.model.predict(_normalize(pixels, result.preprocessing), verbose=0)
     logits = np.load(tmp_path / "out" / "logits.npy")
-    assert np.abs(logits - reference).max() <= 1e-5 * np.abs(reference).max()
+    assert np.abs(logits - reference).max() <= 1e-5 * np.abs(reference).max()  # measured 6.2e-7 (see above)
 
 
 def test_versions_are_atomic_and_never_overwritten(served, tmp_path, monkeypatch):
