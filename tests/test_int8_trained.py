@@ -21,17 +21,21 @@ from keras_repvgg.tflite import check_gpu, write_tflite
 
 from helpers import save_checkpoint
 
-# Spread over 5 seeds on an AMD EPYC (AVX2), and one run each on an Intel Xeon and another
-# EPYC: float 97.2-98.6%; the default graph lost -0.3 to 0.6 points (1 image is 0.28),
-# agreed on 99.4-100% of top-1s, relative L2 0.022-0.11; with channels rescaled 10x
-# either way and equalized: -0.3 to 0.3 points, 99.4-100%, 0.022-0.11; rescaled and not
-# equalized: 37-49 points lost, relative L2 8-27x the equalized one's.
-MAX_DROP_POINTS = 1.5
+# The promise (README, "Benchmarks"; docs/int8.md): the default int8 file loses at most half a
+# point of top-1 on the trained digits model (1 of the 360 test images is 0.28 point), and its
+# logits are within a relative L2 of 0.05 of the float model's, a third of litert-torch's PT2E
+# int8 of the same weights (0.144, median of 5 seeds). Measured, the default chose
+# identity-apart and lost 0 points with relative L2 0.016-0.021 over 5 seeds on an AMD EPYC
+# with AVX-512 (`python -m benchmarks --sections int8_seeds`), and 0 points with 0.018 in this
+# test on 2026-11-30 (AMD EPYC, AVX-512). Channels rescaled 10x either way and equalized:
+# 0.28 point, 0.025; not equalized: 41 points, 0.74 (the control).
+MAX_DROP_POINTS = 0.5
 MIN_AGREEMENT = 0.98
-MAX_REL_L2 = 0.2
-
+MAX_REL_L2 = 0.05
+LITERT_TORCH_REL_L2 = 0.144  # what the rescaled-and-equalized model must still beat
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # trains in timm, then exports eight int8 files
 def test_int8_of_a_trained_a0_keeps_its_accuracy(tmp_path, request):
     xtr, xte, ytr, yte = _digits()
     timm_model = _train_timm_a0(xtr, ytr)
@@ -45,10 +49,10 @@ def test_int8_of_a_trained_a0_keeps_its_accuracy(tmp_path, request):
     files: dict[str, bytes] = {}
     results = int8_candidates(train_form, xtr, xte, yte, files=files)
     print({name: {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for name, r in results.items()})
-    for name in (AUTO, "rescaled channels, equalized"):
+    for name, max_rel_l2 in ((AUTO, MAX_REL_L2), ("rescaled channels, equalized", LITERT_TORCH_REL_L2)):
         r = results[name]
         assert 100 * (float_acc - r["accuracy"]) <= MAX_DROP_POINTS, (name, r)
-        assert r["top1_agreement"] >= MIN_AGREEMENT and r["rel_l2"] <= MAX_REL_L2, (name, r)
+        assert r["top1_agreement"] >= MIN_AGREEMENT and r["rel_l2"] <= max_rel_l2, (name, r)
     # The control: the same rescaled model without equalization is far off, so the test
     # can tell equalization working from not.
     robust, fragile = results["rescaled channels, equalized"], results["rescaled channels, not equalized"]
