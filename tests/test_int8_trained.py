@@ -9,6 +9,7 @@ that its file is the graph its own rule chose.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ from benchmarks.digits import train_timm_a0 as _train_timm_a0
 from benchmarks.trained import AUTO, int8_candidates
 from keras_repvgg import reparameterize
 from keras_repvgg.converters import convert
-from keras_repvgg.tflite import check_gpu, write_tflite
+from keras_repvgg.tflite import check_gpu, run_on_gpu, write_tflite
 
 from helpers import save_checkpoint
 
@@ -40,7 +41,8 @@ def test_int8_of_a_trained_a0_keeps_its_accuracy(tmp_path, request):
     xtr, xte, ytr, yte = _digits()
     timm_model = _train_timm_a0(xtr, ytr)
     with torch.no_grad():
-        timm_acc = (timm_model(torch.from_numpy(xte.transpose(0, 3, 1, 2).copy())).argmax(-1).numpy() == yte).mean()
+        timm_logits = timm_model(torch.from_numpy(xte.transpose(0, 3, 1, 2).copy())).numpy()
+    timm_acc = (timm_logits.argmax(-1) == yte).mean()
     path = save_checkpoint(timm_model, tmp_path / "digits_a0.safetensors")
     train_form = convert(path, form="train", input_size=32)
     float_acc = (reparameterize(train_form).predict(xte, verbose=0).argmax(-1) == yte).mean()
@@ -64,5 +66,12 @@ def test_int8_of_a_trained_a0_keeps_its_accuracy(tmp_path, request):
 
     request.getfixturevalue("gpu_accelerator")  # the rest needs a Vulkan device
     default = files[AUTO]
-    report = check_gpu(write_tflite(default, tmp_path / "digits_int8.tflite"))
+    path = write_tflite(default, tmp_path / "digits_int8.tflite")
+    report = check_gpu(path)
     assert report["fully_accelerated"] and report["static_problems"] == [], report
+    # On the GPU the file keeps the same promise, against timm's own logits.
+    gpu = run_on_gpu(path, xte)
+    gpu_drop = 100 * (timm_acc - (gpu.argmax(-1) == yte).mean())
+    gpu_rel_l2 = float(np.linalg.norm(gpu - timm_logits) / np.linalg.norm(timm_logits))
+    print(f"GPU: {gpu_drop:.2f} points lost, relative L2 {gpu_rel_l2:.4f} against timm")
+    assert gpu_drop <= MAX_DROP_POINTS and gpu_rel_l2 <= MAX_REL_L2
