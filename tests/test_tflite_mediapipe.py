@@ -62,7 +62,7 @@ def _export(checkpoint, quantization, io_dtype, include_preprocessing) -> str:
     args = ["export", "tflite", str(checkpoint["folder"]), "--quantization", quantization, "--io-dtype", io_dtype,
             "-o", str(out)]
     if quantization == "int8":
-        # The graph is named: the search (tested in test_int8_graphs.py) would only add time here.
+        # The graph is named: the search (tested in test_tflite_int8_graphs.py) would only add time here.
         args += ["--calibration", str(checkpoint["photos"]), "--int8-graph", "identity-apart-equalized"]
     if include_preprocessing:
         args.append("--include-preprocessing")

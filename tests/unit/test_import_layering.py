@@ -27,7 +27,7 @@ def _layer(module: str) -> str:
         return "exports"
     if parts[1] in CORE:
         return "core"
-    assert parts[1] in FRONT, f"{module}: put it in a layer (tests/unit/test_layers.py)"
+    assert parts[1] in FRONT, f"{module}: put it in a layer (tests/unit/test_import_layering.py)"
     return "front"
 
 
