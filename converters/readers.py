@@ -137,10 +137,10 @@ class SafetensorsReader(TensorReader):
             try:
                 dtype = np.dtype(_DTYPES[entry["dtype"]])
                 entry["shape"] = [int(d) for d in entry["shape"]]
-                begin, end = (int(o) for o in entry["data_offsets"])
+                begin, end = entry["data_offsets"] = [int(o) for o in entry["data_offsets"]]  # ints, as _load needs
             except (KeyError, TypeError, ValueError) as err:
                 raise self._fail(f"key {key!r} has a malformed entry {entry!r}") from err
-            if begin < 0 or end - begin != int(np.prod(entry["shape"])) * dtype.itemsize:
+            if begin < 0 or min(entry["shape"], default=0) < 0 or end - begin != int(np.prod(entry["shape"])) * dtype.itemsize:
                 raise self._fail(f"key {key!r}: byte range {begin}..{end} does not fit its shape")
             if end > data_size:
                 raise self._fail(

@@ -3,13 +3,16 @@ exports, determinism, and one-line command-line errors."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +31,19 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def a0_tensors(tmp_path_factory):
+def timm_a0():
+    """The timm A0 the fuzzed checkpoints come from, built once: each case loads the values
+    its file holds into a copy of it."""
+    return make_timm_model("repvgg_a0", seed=21, num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def a0_tensors(timm_a0, tmp_path_factory):
     """timm A0's training-form state dict as numpy arrays, and a folder to mutate it in;
     the hub offline, with an empty cache, meanwhile."""
     from huggingface_hub import constants
 
-    model = make_timm_model("repvgg_a0", seed=21, num_classes=10)
-    tensors = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().numpy().copy() for k, v in timm_a0.state_dict().items()}
     folder = tmp_path_factory.mktemp("fuzz")
     patch = pytest.MonkeyPatch()
     patch.setenv("HF_HUB_OFFLINE", "1")
@@ -77,10 +86,35 @@ def _as_read(tensors: dict, kind: str, key: str) -> dict:
     return t
 
 
-def _mutate(kind: str, tensors: dict, folder: Path, data) -> tuple[list[str], str, dict]:
+class _Draws:
+    """A case's choices (which key, which element, where to cut, which byte) from a fixed
+    generator, one seed per kind; `_Hypothesis` draws them from hypothesis instead."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+
+    def key(self, keys: list[str]) -> str:
+        return keys[int(self.rng.integers(len(keys)))]
+
+    def integer(self, low: int, high: int, label: str) -> int:  # low..high, both included
+        return int(self.rng.integers(low, high + 1))
+
+
+class _Hypothesis(_Draws):
+    def __init__(self, data):
+        self.data = data
+
+    def key(self, keys: list[str]) -> str:
+        return self.data.draw(st.sampled_from(keys), label="key")
+
+    def integer(self, low: int, high: int, label: str) -> int:
+        return self.data.draw(st.integers(low, high), label=label)
+
+
+def _mutate(kind: str, tensors: dict, folder: Path, draws: _Draws) -> tuple[list[str], str, dict]:
     """Write the mutated checkpoint; return (extra CLI args, source, what it should read as)."""
     keys = sorted(k for k, v in tensors.items() if v.dtype == np.float32 and v.size > 1)
-    key = data.draw(st.sampled_from(keys), label="key")
+    key = draws.key(keys)
     t = dict(tensors)
     path = folder / f"{kind}.safetensors"
     extra: list[str] = []
@@ -92,7 +126,7 @@ def _mutate(kind: str, tensors: dict, folder: Path, data) -> tuple[list[str], st
         t[key] = t[key].astype(np.int32)
     elif kind in ("nan", "inf", "nan-allowed"):
         t[key] = t[key].copy()
-        index = data.draw(st.integers(0, t[key].size - 1), label="index")
+        index = draws.integer(0, t[key].size - 1, "index")
         t[key].flat[index] = np.nan if kind != "inf" else -np.inf
         extra = ["--allow-nonfinite"] if kind == "nan-allowed" else []
     elif kind == "drop":
@@ -115,28 +149,28 @@ def _mutate(kind: str, tensors: dict, folder: Path, data) -> tuple[list[str], st
     _save(t, path)
     raw = path.read_bytes()
     if kind == "truncate":
-        path.write_bytes(raw[: data.draw(st.integers(0, len(raw) - 1), label="cut")])
+        path.write_bytes(raw[: draws.integer(0, len(raw) - 1, "cut")])
     elif kind == "header-byte":
         header_len = struct.unpack("<Q", raw[:8])[0]
-        at = data.draw(st.integers(0, 8 + header_len - 1), label="offset")
-        byte = data.draw(st.integers(0, 255), label="byte")
+        at = draws.integer(0, 8 + header_len - 1, "offset")
+        byte = draws.integer(0, 255, "byte")
         path.write_bytes(raw[:at] + bytes([byte]) + raw[at + 1 :])
     return extra, str(path), (t if kind == "nan-allowed" else _as_read(tensors, kind, key))
 
 
 @pytest.fixture(scope="module")
 def fuzz_log():
-    """Cases tried per mutation kind, kept by the fuzz test's module-scoped fixture."""
-    return {}
+    """Kinds tried and how each ended ("refused" or "converted"), per origin ("fixed" or
+    "random"): filled by the cases below once their checks passed, read by the coverage test."""
+    return {"fixed": {}, "random": {}}
 
 
-@settings(max_examples=45, deadline=None, suppress_health_check=list(HealthCheck))
-@given(kind=st.sampled_from(MUTATIONS), data=st.data())
-def test_fuzzed_checkpoints_convert_or_fail_cleanly(a0_tensors, fuzz_log, kind, data):
-    tensors, folder = a0_tensors
-    extra, source, expected = _mutate(kind, tensors, folder, data)
-    out = folder / "out.keras"
-    fuzz_log[kind] = fuzz_log.get(kind, 0) + 1
+def _convert_or_fail_cleanly(kind: str, draws: _Draws, tensors: dict, folder: Path, timm_a0) -> str:
+    """One fuzzed checkpoint through the command line: refused with a clean CheckpointError,
+    or converted to what timm computes with the file's values. Returns how it ended."""
+    extra, source, expected = _mutate(kind, tensors, folder, draws)
+    out_dir = Path(tempfile.mkdtemp(prefix=f"out-{kind}-", dir=folder))  # one per case: no case sees another's
+    out = out_dir / "out.keras"
     try:
         code = main(["--debug", "convert", source, "--input-size", str(SIZE), *extra, "-o", str(out)])
     except CheckpointError as err:  # the documented family; nothing else may escape
@@ -146,40 +180,69 @@ def test_fuzzed_checkpoints_convert_or_fail_cleanly(a0_tensors, fuzz_log, kind, 
             assert Path(source).name in message, message
         if kind in ("nan", "inf"):
             assert isinstance(err, NonFiniteWeightsError) and "NaN or infinite" in message
-        assert not out.exists()
-        assert not list(folder.glob(".out.*")), "a temporary output was left behind"
-        return
+        left = sorted(p.name for p in out_dir.iterdir())
+        assert not left, f"an output or temporary was left behind: {left}"
+        return "refused"
     assert code == 0 and kind not in MUST_FAIL, kind
+    assert sorted(p.name for p in out_dir.iterdir()) == ["out.keras"]  # and no temporary beside it
     # What converted computes what timm computes with the values the file holds.
     from keras_repvgg.backend import keras
 
     x = random_images(2, SIZE, seed=5)
     ours = np.asarray(keras.models.load_model(out)(x, training=False))
     out.unlink()
-    reference = _timm_logits(expected, x)
+    reference = _timm_logits(timm_a0, expected, x)
     if kind == "nan-allowed":
         assert np.array_equal(np.isfinite(ours), np.isfinite(reference)), (ours, reference)
         ours, reference = ours[np.isfinite(ours)], reference[np.isfinite(reference)]
         if not reference.size:
-            return  # NaN reached every logit, in both
+            return "converted"  # NaN reached every logit, in both
     assert_close_to_timm(ours, reference)
+    return "converted"
 
 
-def _timm_logits(tensors: dict, x: np.ndarray) -> np.ndarray:
+def _timm_logits(timm_a0, tensors: dict, x: np.ndarray) -> np.ndarray:
     from helpers import torch_logits
 
-    model = make_timm_model("repvgg_a0", seed=21, num_classes=10)
+    model = copy.deepcopy(timm_a0)  # the module's model stays as it was built
     model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()})
     return torch_logits(model, x)
 
 
-def test_fuzz_covers_every_mutation_kind(a0_tensors, fuzz_log):
-    """The fuzz test above, run again here whatever the order: it must have tried most
-    kinds (hypothesis draws them at random; 45 cases over 15 kinds)."""
-    if not fuzz_log:
-        test_fuzzed_checkpoints_convert_or_fail_cleanly(a0_tensors, fuzz_log)
-    print("fuzz cases tried:", sum(fuzz_log.values()), dict(sorted(fuzz_log.items())))
-    assert sum(fuzz_log.values()) >= 45 and len(fuzz_log) >= 10
+def _log(fuzz_log: dict, origin: str, kind: str, outcome: str) -> None:
+    fuzz_log[origin].setdefault(kind, []).append(outcome)
+
+
+@pytest.mark.parametrize("kind", MUTATIONS)
+def test_every_mutation_kind_converts_or_fails_cleanly(a0_tensors, timm_a0, fuzz_log, kind):
+    """Each kind on every run, its key, element, cut or byte drawn from a seed of its own."""
+    tensors, folder = a0_tensors
+    outcome = _convert_or_fail_cleanly(kind, _Draws(zlib.crc32(kind.encode())), tensors, folder, timm_a0)
+    _log(fuzz_log, "fixed", kind, outcome)
+
+
+RANDOM_CASES = 15
+
+
+@settings(max_examples=RANDOM_CASES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(kind=st.sampled_from(MUTATIONS), data=st.data())
+def test_fuzzed_checkpoints_convert_or_fail_cleanly(a0_tensors, timm_a0, fuzz_log, kind, data):
+    """Random cases on top of the fixed ones: any kind, any key, element, cut or byte."""
+    tensors, folder = a0_tensors
+    _log(fuzz_log, "random", kind, _convert_or_fail_cleanly(kind, _Hypothesis(data), tensors, folder, timm_a0))
+
+
+def test_fuzz_covers_every_mutation_kind(fuzz_log):
+    """After the two tests above (pytest runs a file's tests in order, and --dist loadfile keeps
+    them in one worker): every kind passed its fixed case, refused or converted as it must,
+    and the random cases ran. Run alone, it fails: the log is empty."""
+    print("fuzz cases:", {origin: dict(sorted(kinds.items())) for origin, kinds in fuzz_log.items()})
+    fixed = fuzz_log["fixed"]
+    assert sorted(fixed) == sorted(MUTATIONS), f"kinds without a passing fixed case: {set(MUTATIONS) - set(fixed)}"
+    assert all(len(outcomes) == 1 for outcomes in fixed.values()), fixed
+    assert {kind for kind, outcomes in fixed.items() if outcomes == ["refused"]} >= MUST_FAIL
+    assert {kind for kind, outcomes in fixed.items() if outcomes == ["converted"]} >= MUST_CONVERT
+    assert sum(len(outcomes) for outcomes in fuzz_log["random"].values()) >= RANDOM_CASES
 
 
 def test_a_tensor_of_the_wrong_rank_is_a_shape_error(a0_tensors):
@@ -219,7 +282,9 @@ def _odd_images(folder: Path) -> dict[str, tuple[Path, bool]]:
 
     add("rgb.jpg", True, lambda p: Image.fromarray(rgb).save(p, quality=95))
     add("gray.png", True, lambda p: Image.fromarray(rgb[..., 0]).save(p))
-    add("cmyk.jpg", True, lambda p: Image.fromarray(rgb).convert("CMYK").save(p))
+    # With a black (K) channel of its own: Pillow's conversion of RGB to CMYK leaves K at 0.
+    cmyk = np.dstack([255 - rgb, rng.integers(0, 128, (60, 80, 1), dtype=np.uint8)])
+    add("cmyk.jpg", True, lambda p: Image.frombytes("CMYK", (80, 60), cmyk.tobytes()).save(p, quality=95))
     add("rgba.png", True, lambda p: Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(p))
     add("palette.gif", True, lambda p: Image.fromarray(rgb).convert("P").save(p))
     add("gray16.png", True, lambda p: Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(p))
@@ -231,18 +296,42 @@ def _odd_images(folder: Path) -> dict[str, tuple[Path, bool]]:
     return files
 
 
-def test_predict_reads_odd_images_or_records_their_error(tmp_path, capsys):
+def _timm_pixels(image: Image.Image, config: dict) -> np.ndarray:
+    """timm's eval transform (what tests/test_predict.py holds `load_image` to) of Pillow's
+    own RGB conversion of the image, back in 0-255 pixel steps."""
+    from timm.data import create_transform
+
+    normalized = create_transform(**config)(image.convert("RGB")).numpy().transpose(1, 2, 0)
+    return (normalized * np.asarray(config["std"]) + np.asarray(config["mean"])) * 255
+
+
+def test_predict_reads_odd_images_or_records_their_error(tmp_path, capsys, timm_a0):
+    """Every odd mode decodes to the pixels timm's transform gives Pillow's RGB conversion of
+    the same file (at the model's 32 px, which predict feeds, and A0's own 224 px), and
+    predict's probabilities are the model's on exactly those pixels."""
+    from timm.data import resolve_data_config
+
+    from keras_repvgg.predict import load_predictor
+    from keras_repvgg.preprocessing import load_image
+
     files = _odd_images(tmp_path)
     from helpers import save_checkpoint
 
     source = save_checkpoint(make_timm_model("repvgg_a0", seed=22), tmp_path / "a0.safetensors")
     assert main(["convert", str(source), "--input-size", str(SIZE), "-o", str(tmp_path / "a0.keras")]) == 0
     capsys.readouterr()
-    from keras_repvgg.preprocessing import load_image
+    predictor = load_predictor(tmp_path / "a0.keras")
+    p = predictor.preprocessing
+    configs = {size: resolve_data_config({"input_size": (3, size, size)}, model=timm_a0) for size in (SIZE, 224)}
+    for config in configs.values():  # timm's own transform for A0, which the model's must be
+        assert (config["crop_pct"], config["interpolation"]) == (p.crop_pct, p.interpolation), config
+        assert np.allclose(config["mean"], p.mean) and np.allclose(config["std"], p.std), config
+    assert p.input_size == SIZE
 
     gray8 = load_image(files["gray.png"][0], "repvgg_a0", normalize=False)
     gray16 = load_image(files["gray16.png"][0], "repvgg_a0", normalize=False)
-    assert np.abs(gray16 - gray8).max() <= 1  # 16-bit is scaled down, not clipped at 255
+    assert np.array_equal(gray16, gray8)  # 16-bit (v * 257) is scaled down, not clipped at 255
+    worst = 0.0
     for name, (path, readable) in files.items():
         code = main(["predict", str(tmp_path / "a0.keras"), str(path), "--json"])
         out, err = capsys.readouterr()
@@ -250,9 +339,24 @@ def test_predict_reads_odd_images_or_records_their_error(tmp_path, capsys):
         if readable:
             assert code == 0, (name, err)
             assert len(record["top"]) == 5
+            # Pillow's RGB conversion clips 16-bit values at 255: the reference for the 16-bit
+            # file is Pillow's conversion of the 8-bit image it was made from (its values / 257).
+            reference_file = files["gray.png"][0] if name == "gray16.png" else path
+            with Image.open(reference_file) as image:
+                references = {size: _timm_pixels(image, config) for size, config in configs.items()}
+            for size, reference in references.items():
+                ours = load_image(path, p if size == SIZE else "repvgg_a0", normalize=False)
+                diff = float(np.abs(ours - reference).max())
+                worst = max(worst, diff)
+                assert ours.shape == reference.shape == (size, size, 3) and diff <= 1e-3, (name, size, diff)
+            expected = predictor.probabilities(references[SIZE][None].astype(np.float32))[0]
+            for entry in record["top"]:
+                assert abs(entry["probability"] - expected[entry["index"]]) <= 1e-5, (name, entry)
+            assert min(e["probability"] for e in record["top"]) >= np.sort(expected)[-5] - 1e-5, name  # the top 5
         else:  # a record with the error naming the file, and the status that says some failed
             assert code == PARTIAL and record["error"].startswith(f"{path}: ") and "top" not in record, (name, out)
             assert len(err.strip().splitlines()) == 1 and "1 of 1 images could not be read" in err, (name, err)
+    print(f"odd images: worst difference from timm's transform of Pillow's RGB, {worst:.2e} of a 0-255 step")
 
 
 def test_savedmodel_image_signature_decodes_or_rejects(tmp_path):
@@ -278,19 +382,69 @@ def test_savedmodel_image_signature_decodes_or_rejects(tmp_path):
 
 # --- determinism --------------------------------------------------------------------------
 
+# Run in a process of its own: the same conversion and exports as the test below makes in its
+# own process, written to files, with the process's string hash (to prove its hash seed differs).
+_OTHER_PROCESS = """
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from keras_repvgg.cli import main
+from keras_repvgg.converters import convert
+from keras_repvgg.tflite import export_tflite
+
+checkpoint, out, size = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+assert main(["convert", str(checkpoint), "--input-size", size, "-o", str(out / "a0.keras")]) == 0
+deploy, train = convert(checkpoint, input_size=int(size)), convert(checkpoint, input_size=int(size), form="train")
+calibration = np.load(out / "calibration.npy")
+for mode, model in (("float32", deploy), ("float16", deploy), ("int8", train)):
+    (out / f"{mode}.tflite").write_bytes(export_tflite(model, mode, calibration=calibration if mode == "int8" else None))
+(out / "hash.txt").write_text(str(hash("keras-repvgg")))
+"""
+
+
 def test_conversion_and_export_are_deterministic(tmp_path):
+    """Twice in this process, and once more in another process with another hash seed: the
+    same weights (the .keras file's, read back: its zip holds a save time) and the same bytes
+    of the float32, float16 and int8 files."""
+    from keras_repvgg.backend import keras
     from keras_repvgg.tflite import export_tflite
 
     from helpers import save_checkpoint
 
     path = save_checkpoint(make_timm_model("repvgg_a0", seed=23), tmp_path / "a0.safetensors")
-    first, second = (convert(path, input_size=SIZE) for _ in range(2))
-    assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(), second.get_weights(), strict=True))
-    train = [convert(path, input_size=SIZE, form="train") for _ in range(2)]
     calibration = random_images(24, SIZE, seed=3)  # int8 scores its candidate graphs on 4 of them
-    for mode, models in (("float32", (first, second)), ("float16", (first, second)), ("int8", train)):
-        a, b = (export_tflite(m, mode, calibration=calibration if mode == "int8" else None) for m in models)
-        assert a == b, mode  # byte-identical files
+    other_dir = tmp_path / "other_process"
+    other_dir.mkdir()
+    np.save(other_dir / "calibration.npy", calibration)
+    # A hash seed other than this process's (random unless PYTHONHASHSEED is set).
+    env = {**os.environ, "PYTHONHASHSEED": "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"}
+    log = other_dir / "log.txt"  # a file, not a pipe: a full pipe would stall it until we read
+    with open(log, "w") as log_file:
+        other = subprocess.Popen([sys.executable, "-c", _OTHER_PROCESS, str(path), str(other_dir), str(SIZE)],
+                                 env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    try:  # the other process works while this one does
+        first, second = (convert(path, input_size=SIZE) for _ in range(2))
+        assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(), second.get_weights(), strict=True))
+        train = [convert(path, input_size=SIZE, form="train") for _ in range(2)]
+        exports = {}
+        for mode, models in (("float32", (first, second)), ("float16", (first, second)), ("int8", train)):
+            a, b = (export_tflite(m, mode, calibration=calibration if mode == "int8" else None) for m in models)
+            assert a == b, mode  # byte-identical files
+            exports[mode] = a
+        other.wait(timeout=600)
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+    assert other.returncode == 0, log.read_text()[-3000:]
+    assert (other_dir / "hash.txt").read_text() != str(hash("keras-repvgg")), "the hash seeds did not differ"
+    weights = keras.models.load_model(other_dir / "a0.keras").get_weights()
+    assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(first.get_weights(), weights, strict=True)), \
+        "other weights in another process"
+    for mode, data in exports.items():
+        assert (other_dir / f"{mode}.tflite").read_bytes() == data, f"{mode}: other bytes in another process"
 
 
 # --- command line -------------------------------------------------------------------------

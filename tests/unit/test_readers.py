@@ -48,9 +48,16 @@ def test_missing_key_and_wrong_shape_name_the_file(tmp_path):
         reader.take("nope", (1,))
 
 
-@pytest.mark.parametrize("content", [b"", b"\x08\x00\x00\x00\x00\x00\x00\x00not json", b"\xff" * 8])
-def test_unreadable_files_are_checkpoint_errors(tmp_path, content):
+@pytest.mark.parametrize("content, why", [
+    (b"", "0 bytes, with no valid header length"),
+    (b"\x08\x00\x00\x00\x00\x00\x00\x00not json", "the header is not JSON: Expecting value: line 1 column 1 (char 0)"),
+    (b"\xff" * 8, "8 bytes, with no valid header length"),
+], ids=["empty", "not-json", "huge-length"])
+def test_unreadable_files_are_checkpoint_errors(tmp_path, content, why):
+    """Each branch's message in full (tests/unit/test_reader_errors.py has one case per branch)."""
     path = tmp_path / "bad.safetensors"
     path.write_bytes(content)
-    with pytest.raises(CheckpointError, match="bad.safetensors"):
+    with pytest.raises(CheckpointError) as info:
         SafetensorsReader(path)
+    assert type(info.value) is CheckpointError
+    assert str(info.value) == f"{path}: not a readable safetensors file ({why})"
