@@ -30,9 +30,18 @@ else:
     import helpers  # noqa: F401  (torch and timm first)
 
 
+# The longest files first: xdist hands whole files (--dist loadfile) to its two workers in
+# collection order, so a long file collected last would run alone at the end of the pass.
+LONGEST_FIRST = ("test_tflite_int8_trained.py", "test_multiworker.py", "test_tflite_export.py",
+                 "test_converters_parity.py", "test_tflite_mediapipe.py", "test_hardening.py",
+                 "test_backend_parity.py", "test_backend_api.py", "test_serving.py", "test_beam.py")
+
+
 def pytest_collection_modifyitems(config, items):
     if NUMPY_ONLY:  # only the unit tests can run without the frameworks
         items[:] = [item for item in items if "unit" in item.path.parts]
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
 
 
 def pytest_sessionfinish(session, exitstatus):

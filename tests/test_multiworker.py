@@ -202,6 +202,7 @@ def setup(tmp_path_factory) -> Setup:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the first case also runs the uninterrupted reference job
 @pytest.mark.parametrize("killed", [1, 0], ids=["worker1-killed", "chief-killed"])
 def test_two_workers_one_killed_resume_from_backup(setup, tmp_path, killed):
     (tmp_path / "out").mkdir()
