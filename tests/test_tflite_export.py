@@ -35,7 +35,11 @@ SEED = 2  # of the timm models every test here converts
 # the largest logit difference, as a fraction of the logit scale, for float files; the
 # relative L2 of the logits for int8 files (see docs/testing.md, "TFLite", for the spread).
 GPU_FLOAT_REL = 2.5e-2
-GPU_INT8_REL_L2 = 0.15
+# int8 of these random-weight models, against Keras (CPU) or timm (GPU): measured relative L2
+# 0.011-0.013 (A0) and 0.027-0.028 (B1g4) for dynamic-range and full int8 on the CPU
+# interpreter, 0.013 for A0 on the GPU. litert-torch's int8 of a trained A0 gets 0.144.
+INT8_REL_L2 = 0.06
+GPU_INT8_REL_L2 = INT8_REL_L2
 GPU_INT8_PROBABILITY = 0.02  # the default int8 file's probabilities, absolute
 
 
@@ -90,7 +94,7 @@ def test_cpu_interpreter_matches_keras(exports, arch, mode):
     else:
         # int8 weights: the error is bounded. Top-1 agreement is reported, not bounded, here:
         # a random-weight model's logits are near ties, so its argmax is noise.
-        assert report["rel_l2"] <= 0.15
+        assert report["rel_l2"] <= INT8_REL_L2
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -135,9 +139,10 @@ def test_int8_from_the_training_form_keeps_the_identity_apart(arch, tmp_path, re
 def test_sizes(exports):
     sizes = {mode: exports("repvgg_b1g4", mode)[2].stat().st_size for mode in MODES}
     print({mode: round(size / sizes["float32"], 4) for mode, size in sizes.items()})
-    assert 0.45 <= sizes["float16"] / sizes["float32"] <= 0.55
-    assert 0.2 <= sizes["int8"] / sizes["float32"] <= 0.3
-    assert 0.2 <= sizes["dynamic-int8"] / sizes["float32"] <= 0.3
+    # Measured 0.5002, 0.2527 and 0.2516 (the weights; the ops and metadata are a few kB).
+    assert 0.49 <= sizes["float16"] / sizes["float32"] <= 0.51
+    assert 0.24 <= sizes["int8"] / sizes["float32"] <= 0.26
+    assert 0.24 <= sizes["dynamic-int8"] / sizes["float32"] <= 0.26
 
 
 @pytest.mark.parametrize("mode", ["float32", "float16", "int8"])
@@ -200,7 +205,7 @@ def test_int8_with_integer_io(exports, io_dtype):
     assert "DEQUANTIZE" not in ops  # integer out: no float conversion at the end
     assert ("QUANTIZE" in ops) == (io_dtype == "uint8")  # uint8 in is requantized to int8
     report = evaluate_tflite(data, model, held_out)
-    assert report["rel_l2"] <= 0.15
+    assert report["rel_l2"] <= INT8_REL_L2
 
 
 def test_uint8_pixels_into_float_model_with_preprocessing(exports, tmp_path, request):
