@@ -138,8 +138,21 @@ def _cache_key() -> str:
     return hashlib.sha256(f"{code}{torch.__version__}{timm.__version__}".encode()).hexdigest()[:16]
 
 
+def _prune_other_keys(keep: str) -> None:
+    """Files made by other code or other versions are never read again: remove them (the
+    big variants' checkpoints take gigabytes)."""
+    import shutil
+
+    for folder in CACHE.glob("*"):
+        if folder.is_dir() and folder.name != keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _cached(name: str, write) -> Path:
-    path = CACHE / _cache_key() / name
+    key = _cache_key()
+    if not (CACHE / key).exists():
+        _prune_other_keys(key)
+    path = CACHE / key / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{os.getpid()}.{name}")
