@@ -15,11 +15,15 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+import pytest
 import timm
 import torch
 from safetensors.torch import save_file
 
 torch.set_num_threads(2)
+
+# Run in the Keras 3 pass only (see pyproject.toml's markers and tests/run.py).
+KERAS3_ONLY = pytest.mark.keras3_only
 
 # timm publishes these eleven; the g2 variants exist only in the official repository.
 TIMM_VARIANTS = [

@@ -19,7 +19,15 @@ def test_ci_runs_the_readme_install_and_test_commands():
     install, test = block[0], block[1]
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert install in ci and test in ci
-    assert "pip install" in install and "pytest" in test and "TF_USE_LEGACY_KERAS=1" in test
+    assert "pip install" in install and test == "python tests/run.py"
+    # The runner holds the passes the README and docs/testing.md describe.
+    from run import STEPS
+
+    passes = {name: (env, command) for name, env, command in STEPS}
+    assert {"ruff", "mypy", "unit (numpy only)", "Keras 3", "tf-keras", "JAX", "PyTorch"} == set(passes)
+    assert passes["tf-keras"][0] == {"TF_USE_LEGACY_KERAS": "1"}
+    assert passes["unit (numpy only)"][0] == {"KERAS_REPVGG_NUMPY_ONLY": "1"}
+    assert "not slow and not keras3_only" in passes["tf-keras"][1]
 
 
 def _main_job_commands(readme: str) -> list[str]:

@@ -12,8 +12,11 @@ from keras_repvgg.equalization import equalize
 from keras_repvgg.tflite import TFLiteRunner, export_tflite, model_ops, read_metadata
 from keras_repvgg.tflite.int8_graphs import GRAPHS_BY_NAME, choose, tolerated_error
 
-from helpers import random_images, timm_checkpoint
+from helpers import KERAS3_ONLY, random_images, timm_checkpoint
 
+# The search's policy does not depend on Keras' version; the graphs it builds are checked
+# under tf-keras too, through test_tflite_export (identity-apart, default int8) and the CLI.
+pytestmark = KERAS3_ONLY
 SIZE = 32
 AS_THE_MODEL = {"input": "normalized", "output": "logits"}
 
