@@ -55,11 +55,13 @@ def rescaled_copy(train_form, seed: int = 0):
 
 def int8_candidates(train_form, xtr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
                     calibration_size: int = 256, held_out_size: int = 64,
-                    files: "dict[str, bytes] | None" = None, peer=None) -> dict[str, dict[str, Any]]:
+                    files: "dict[str, bytes] | None" = None, peer=None,
+                    names: "tuple[str, ...]" = INT8_CANDIDATES) -> dict[str, dict[str, Any]]:
     """Accuracy, top-1 agreement with float and relative L2 of the logits, per candidate
     (the .tflite files land in `files`, where given). Every candidate calibrates on the same
     training images; the default's search scores on the next `held_out_size` of them.
-    `peer`: timm's fused model, to add litert-torch's PT2E int8 of the same weights."""
+    `peer`: timm's fused model, to add litert-torch's PT2E int8 of the same weights.
+    `names`: the candidates to export (all, by default)."""
     from keras_repvgg import reparameterize
     from keras_repvgg.tflite import TFLiteRunner, export_tflite, read_metadata
 
@@ -79,7 +81,7 @@ def int8_candidates(train_form, xtr: np.ndarray, xte: np.ndarray, yte: np.ndarra
                 "rel_l2": float(np.linalg.norm(logits - reference) / np.linalg.norm(reference))}
 
     out = {"float": scores(reference)}
-    for name in INT8_CANDIDATES:
+    for name in names:
         model, options = sources[name]
         # Normalized in and logits out: the graph under test, compared on logits.
         data = export_tflite(model, "int8", calibration=calibration, input="normalized", output="logits", **options)

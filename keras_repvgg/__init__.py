@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .configs import VARIANTS
 from .lazy import lazy_exports
+from .registration import register_when_keras_loads
 
 __version__ = "0.1.0"
 
@@ -39,3 +40,5 @@ __all__ = sorted(_EXPORTS)
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+# Keras' own load_model reads our .keras files once Keras is imported, before or after us.
+register_when_keras_loads()

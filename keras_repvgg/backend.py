@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 
 from .errors import KerasRepVGGError
+from .registration import legacy_keras_requested
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # Keras' own default, made explicit
 
-LEGACY_KERAS = os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes")
+LEGACY_KERAS = legacy_keras_requested()
 
 if LEGACY_KERAS:
     import tf_keras as keras  # noqa: F401
@@ -84,3 +85,7 @@ def _register_dotted_names_with_torch() -> None:
 
 if BACKEND == "torch":
     _register_dotted_names_with_torch()
+
+# Last, once `keras` is bound: the layers our .keras files hold are registered by every
+# import of Keras through this package (saved_layers imports `keras` from here).
+from . import saved_layers  # noqa: E402, F401

@@ -56,12 +56,9 @@ def save_model(model: keras.Model, path: "str | os.PathLike[str]") -> Path:
 def load_model(path: "str | os.PathLike[str]") -> keras.Model:
     """Load a `.keras` file saved from a keras-repvgg model, with its description.
 
-    Use this (or import `keras_repvgg.model` first) rather than a bare
-    `keras.models.load_model`: the description is a custom layer, which Keras finds only
-    once its module is imported. Errors name the file, in one line.
+    Keras' own `load_model` reads these files too once `keras_repvgg` is imported (see
+    `registration.py`); this one also names the file in a one-line error.
     """
-    from . import model  # noqa: F401  (registers the Description layer with Keras)
-
     path = Path(path)
     if not path.is_file():
         raise KerasRepVGGError(f"{path}: no such .keras file")

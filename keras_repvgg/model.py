@@ -11,7 +11,7 @@ weights map by name.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from .configs import BlockSpec, Preprocessing, VariantConfig, block_plan
 from .description import FORMS, ModelDescription, NotDescribedError
 from .errors import KerasRepVGGError
 from .fusion import BN_EPSILON
+from .saved_layers import Description
 
 layers = keras.layers
 # FORMS: deploy: one conv per block. train: the three branches. deploy-identity: the conv
@@ -221,27 +222,6 @@ def clone_with_weights(model: keras.Model, clone_function=None) -> keras.Model:
     copy = keras.models.clone_model(model, clone_function=clone_function)
     copy.set_weights(model.get_weights())
     return copy
-
-
-@keras.saving.register_keras_serializable(package="keras_repvgg")
-class Description(keras.layers.Layer):
-    """An identity layer on the model's input whose configuration is the description."""
-
-    def __init__(self, description: "dict[str, Any] | ModelDescription", **kwargs: Any):
-        kwargs.setdefault("name", names.DESCRIPTION)
-        super().__init__(**kwargs)
-        self.description = (
-            description if isinstance(description, ModelDescription) else ModelDescription.from_dict(description)
-        )
-
-    def call(self, inputs):
-        return inputs
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "description": self.description.to_dict()}
 
 
 def _recorded(model) -> Optional[ModelDescription]:

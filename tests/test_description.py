@@ -94,6 +94,43 @@ def test_the_description_survives_save_and_load(tmp_path):
     assert before.preprocessing.input_size == 96 and before.variant == "repvgg_a0"
 
 
+_KERAS_LOADS_IT = r"""
+import importlib, sys
+import numpy as np
+order, path, data, name = sys.argv[1:5]
+if order == "keras first":
+    k = importlib.import_module(name)
+    import keras_repvgg
+else:
+    import keras_repvgg
+    k = importlib.import_module(name)
+model = k.models.load_model(path)  # Keras' own loader, not ours
+x, expected = np.load(data)["x"], np.load(data)["y"]
+assert keras_repvgg.describe(model).variant == "repvgg_a0"
+assert np.abs(model.predict(x, verbose=0) - expected).max() <= 1e-6
+print("loaded")
+"""
+
+
+def test_importing_the_package_lets_keras_load_our_files(tmp_path):
+    """Keras' own `load_model` reads our .keras file after `import keras_repvgg`, whether the
+    user imported Keras before or after it; and importing the package alone loads no Keras."""
+    from keras_repvgg.registration import keras_module_name
+
+    model = _classifier("softmax")
+    keras_repvgg.save_model(model, tmp_path / "a0.keras")
+    x = np.random.default_rng(0).normal(size=(2, SIZE, SIZE, 3)).astype(np.float32)
+    np.savez(tmp_path / "data.npz", x=x, y=model.predict(x, verbose=0))
+    for order in ("keras first", "keras_repvgg first"):
+        run = subprocess.run([sys.executable, "-c", _KERAS_LOADS_IT, order, str(tmp_path / "a0.keras"),
+                              str(tmp_path / "data.npz"), keras_module_name()],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0 and run.stdout.strip().endswith("loaded"), (order, run.stderr[-2000:])
+    alone = "import sys, keras_repvgg; print(sorted({'keras', 'tf_keras', 'tensorflow'} & set(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", alone], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr[-2000:]
+
+
 def test_a_renamed_model_keeps_its_variants_transform():
     """D2se evaluates at 320 px with crop 1.0; a model named "mine" still does."""
     model = keras_repvgg.RepVGGD2se(name="mine", include_top=False, pooling="avg", input_shape=(None, None, 3))
