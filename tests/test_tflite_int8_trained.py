@@ -22,7 +22,7 @@ from keras_repvgg.tflite import TFLiteRunner, check_gpu, export_tflite, run_on_g
 
 from helpers import save_checkpoint
 
-# The promise (README, "Benchmarks"; docs/int8.md): the default int8 file loses at most 2 of
+# The promise (docs/benchmarks.md; docs/int8.md): the default int8 file loses at most 2 of
 # the 360 test images (0.56 point) of top-1 on the trained digits model, and its logits are
 # within a relative L2 of 0.125 of the float model's, below litert-torch's PT2E int8 of the
 # same weights on every seed measured (0.129-0.174, median 0.144). Measured:

@@ -129,7 +129,7 @@ def test_command_line_converts_and_predicts(hub_cache, tmp_path, capsys):  # noq
 
 
 def test_exports_run_where_they_are_sound_and_say_how_elsewhere(a0_checkpoints, tmp_path, capsys):
-    """Measured (README, "Other Keras backends"): TFLite from JAX goes through TFLite's
+    """Measured (docs/backends.md): TFLite from JAX goes through TFLite's
     StableHLO route to the same builtin ops and outputs; from torch TFLite's converter takes
     no model. A SavedModel from either is one XlaCallModule op, which TF Serving cannot run."""
     from keras_repvgg.serving import export_saved_model
