@@ -31,6 +31,7 @@ _EXPORTS = {
     "imagenet_labels": "labels",
     "reparameterize": "reparameterization",
     "describe": "model",
+    "with_head": "model",
     "ModelDescription": "description",
     "KerasRepVGGError": "errors",
 }

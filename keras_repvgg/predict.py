@@ -98,7 +98,7 @@ def _tflite_file(path: Path, data: bytes) -> Predictor:
     finish = _as_probabilities(head, str(path))
     classes = int(runner.output["shape"][-1])
     labels = read_labels(data)
-    if labels is None:
+    if labels is None and meta is None:
         assumptions.append(f"{path} names no classes: they are shown as their indices")
 
     def run(pixels: np.ndarray) -> np.ndarray:
