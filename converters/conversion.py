@@ -8,12 +8,11 @@ from typing import Any, Optional, Sequence
 
 from keras_repvgg.backend import keras
 from keras_repvgg.configs import VARIANTS, Preprocessing, VariantConfig, get_variant
-from keras_repvgg.labels import labels_for
 from keras_repvgg.model import assign_weights, build_repvgg
 from keras_repvgg.names import REPARAM_CONV
 
 from .errors import CheckpointError
-from .sources import Checkpoint, config_value, resolve_source
+from .sources import Checkpoint, checkpoint_labels, config_value, resolve_source
 from .timm_weights import infer_variant, num_classes, timm_to_keras
 
 
@@ -108,10 +107,7 @@ def convert_checkpoint(
             )
     fused_blocks = sum(1 for k in reader.keys() if k.endswith(f".{REPARAM_CONV}.weight"))
     preprocessing = checkpoint_preprocessing(checkpoint.config, variant, input_size)
-    try:
-        labels = labels_for(head_classes or 0, config_value(checkpoint.config, "label_names") or None)
-    except ValueError as err:
-        raise CheckpointError(f"{checkpoint.weights_path} (its config.json): {err}") from None
+    labels = checkpoint_labels(checkpoint, source, head_classes or 0)
     model = build_repvgg(
         variant,
         form=form,
@@ -126,8 +122,8 @@ def convert_checkpoint(
         features_only=features_only,
         name=name,
         initialize=False,
-        # The checkpoint's own names; ImageNet's are implied for 1000 classes (`labels_for`).
-        labels=config_value(checkpoint.config, "label_names") or None if include_top else None,
+        # Recorded as the checkpoint states them (ImageNet's written out too), never implied.
+        labels=labels if include_top else None,
         # A hub id as given; a file by its name (a local path says nothing to an app).
         source=str(source) if not os.path.exists(source) else os.path.basename(os.path.normpath(source)),
         license=config_value(checkpoint.config, "license") or None,

@@ -11,15 +11,14 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
+from keras_repvgg.artifacts import CHECKPOINT_WEIGHTS, PICKLE_SUFFIXES, SAFETENSORS_SUFFIX
+
 from .errors import CheckpointError
 from .readers import SafetensorsReader, TensorReader
 
-WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_NAME = CHECKPOINT_WEIGHTS
 CONFIG_NAME = "config.json"
 _HUB_ID = re.compile(r"^(hf[-_]hub:)?[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-PICKLE_SUFFIXES = (".pth", ".pt", ".bin")
 
 
 @dataclasses.dataclass
@@ -89,7 +88,7 @@ def resolve_source(source: "str | os.PathLike[str]") -> Checkpoint:
     if path.is_file():
         if path.suffix in PICKLE_SUFFIXES:
             return Checkpoint(path, {})
-        if path.suffix != ".safetensors":
+        if path.suffix != SAFETENSORS_SUFFIX:
             raise CheckpointError(
                 f"{path}: unsupported checkpoint format {path.suffix or '(no suffix)'!r}; "
                 f"expected .safetensors, or an official RepVGG {'/'.join(PICKLE_SUFFIXES)} file"
@@ -109,3 +108,28 @@ def config_value(config: dict[str, Any], key: str) -> Optional[Any]:
     if key in pretrained:
         return pretrained[key]
     return config.get(key)
+
+
+def checkpoint_labels(checkpoint: Checkpoint, source: "str | os.PathLike[str]", classes: int) -> Optional[list[str]]:
+    """The class names a checkpoint states: config.json's `label_names`, or ImageNet-1k's where
+    it is timm's ImageNet-1k checkpoint (its pretrained_cfg tag, else a `timm/` hub id's tag, ends
+    in `in1k`, timm's name for that dataset, and its head has 1000 classes). Else None: a
+    1000-class head alone says nothing about what its classes are."""
+    from keras_repvgg.labels import IMAGENET_CLASSES, checked_labels, imagenet_labels
+
+    try:
+        named = checked_labels(classes, config_value(checkpoint.config, "label_names") or None)
+    except ValueError as err:
+        raise CheckpointError(f"{checkpoint.weights_path} (its config.json): {err}") from None
+    if named is not None:
+        return named
+    return imagenet_labels() if classes == IMAGENET_CLASSES and _timm_in1k(checkpoint, source) else None
+
+
+def _timm_in1k(checkpoint: Checkpoint, source: "str | os.PathLike[str]") -> bool:
+    tag = (checkpoint.config.get("pretrained_cfg") or {}).get("tag")
+    if not tag:
+        hub = re.sub(r"^hf[-_]hub:", "", str(source))
+        owner, _, name = hub.partition("/")
+        tag = name.partition(".")[2] if owner == "timm" and not Path(source).exists() else ""
+    return str(tag).endswith("in1k")

@@ -23,6 +23,9 @@ _EXPORTS = {
     "VariantConfig": "configs",
     "block_plan": "configs",
     "get_variant": "configs",
+    "ArtifactKind": "artifacts",
+    "file_kind": "artifacts",
+    "load_artifact": "loading",
     "save_model": "io",
     "load_model": "io",
     "preprocess_input": "preprocessing",
@@ -32,6 +35,7 @@ _EXPORTS = {
     "imagenet_labels": "labels",
     "reparameterize": "reparameterization",
     "describe": "model",
+    "with_head": "model",
     "ModelDescription": "description",
     "KerasRepVGGError": "errors",
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Optional, Sequence
 
+from .artifacts import ArtifactKind, file_kind
 from .backend import keras
 from .configs import VARIANTS, get_variant
 from .errors import KerasRepVGGError
@@ -87,11 +88,13 @@ def create_model(
         features_only=features_only,
         name=name,
     )
-    if weights is not None and not str(weights).endswith(".h5"):
-        from keras_repvgg.converters import convert
+    if weights == "imagenet":
+        weights = _hub_id(variant.name)
+    kind = None if weights is None else file_kind(weights, (ArtifactKind.KERAS_WEIGHTS, ArtifactKind.CHECKPOINT))
+    if weights is not None and kind is ArtifactKind.CHECKPOINT:
+        from .loading import load_artifact
 
-        source = _hub_id(variant.name) if weights == "imagenet" else weights
-        return convert(source, variant.name, classes=classes, **common)
+        return load_artifact(weights, (kind,), variant.name, classes=classes, **common).model
     model = build_repvgg(variant, classes=1000 if classes is None else classes, **common)
     if weights is not None:
         model.load_weights(str(weights))

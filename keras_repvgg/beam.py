@@ -29,6 +29,7 @@ try:
 except ImportError as err:  # an optional extra: say how to get it
     raise ImportError(f"keras_repvgg.beam needs Apache Beam: pip install 'keras-repvgg[beam]' ({err})") from None
 
+from .artifacts import ArtifactKind, kind_by_name
 from .predict import Predictor, decode, load_predictor, records
 
 ImageInput = Union[str, bytes]  # a path any Beam file system reads (local, gs://, s3://), or encoded bytes
@@ -38,7 +39,7 @@ DEAD_LETTERS = "-errors"
 def _local_model(model: str) -> str:
     """A .keras or .tflite file on a remote file system is copied here first (our loaders read
     local files); a SavedModel folder is read by TensorFlow wherever it is."""
-    if "://" not in model or not model.endswith((".keras", ".tflite")):
+    if "://" not in model or kind_by_name(model) not in (ArtifactKind.KERAS, ArtifactKind.TFLITE):
         return model
     folder = tempfile.mkdtemp(prefix="keras_repvgg_beam_")
     local = os.path.join(folder, os.path.basename(model))

@@ -63,20 +63,19 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _load_model(args: argparse.Namespace):
     """MODEL: a .keras file, or any SOURCE that convert takes. What it is travels in it."""
-    if str(args.model).endswith(".keras"):
-        from .io import load_model
+    from keras_repvgg.converters import AlreadyFusedError
 
-        return load_model(args.model)
-    from keras_repvgg.converters import AlreadyFusedError, convert_checkpoint
+    from .artifacts import ArtifactKind, file_kind
+    from .loading import KERAS_MODELS, load_artifact
 
     options = dict(input_size=args.input_size, include_preprocessing=args.include_preprocessing)
-    if getattr(args, "quantization", None) == "int8":
+    if getattr(args, "quantization", None) == "int8" and file_kind(args.model, KERAS_MODELS) is ArtifactKind.CHECKPOINT:
         # int8 is far more accurate from the branches (identity kept apart, see export_tflite).
         try:
-            return convert_checkpoint(args.model, args.arch, form="train", **options).model
+            return load_artifact(args.model, KERAS_MODELS, args.arch, form="train", **options).model
         except AlreadyFusedError:
             print("note: the checkpoint is already fused; int8 uses the one-conv-per-block graph")
-    return convert_checkpoint(args.model, args.arch, **options).model
+    return load_artifact(args.model, KERAS_MODELS, args.arch, **options).model
 
 
 def _calibration(args, model):
@@ -202,6 +201,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise KerasRepVGGError(f"--top must be at least 1, got {args.top}")
     fmt = format_for(args.output, "jsonl" if args.json else args.format)
     predictor = load_predictor(args.model, args.arch, args.input_size)
+    args.notices.extend(f"note: {assumption}" for assumption in predictor.assumptions)
     records = classify_files(predictor, args.images, top=args.top, batch_size=args.batch_size, threads=args.threads)
     if args.terminal is not None:
         records = _progress(records, args.terminal)

@@ -16,11 +16,15 @@ from typing import Any, Optional
 
 from .configs import Preprocessing
 from .errors import KerasRepVGGError
+from .heads import HEADS, head_of
+from .labels import IMAGENET_CLASSES, imagenet_labels
 
 FORMS = ("deploy", "train", "deploy-identity")
-# What a model's output holds: a classifier's probabilities (softmax head), logits (no
-# activation) or other scores; a pooled feature vector; one feature map; or the five maps.
-HEADS = ("probabilities", "logits", "scores", "pooled", "feature_map", "feature_maps")
+__all__ = ["FORMS", "HEADS", "ModelDescription", "NotDescribedError"]
+# Descriptions written before this version left `labels` None for a 1000-class model and meant
+# ImageNet's (readers then guessed); from this version the labels are always written out.
+LABELS_EXPLICIT = 2
+VERSION_KEY = "description_version"
 
 
 class NotDescribedError(KerasRepVGGError):
@@ -40,19 +44,15 @@ class ModelDescription:
     features_only: bool = False
     include_preprocessing: bool = False
     preprocessing: Preprocessing = Preprocessing()  # its input_size is the model's
+    # The class names, written out (ImageNet's too); None: none known, shown as class indices.
     labels: Optional[tuple[str, ...]] = None
     source: Optional[str] = None  # the checkpoint it was converted from: a hub id or a file name
     license: Optional[str] = None  # the checkpoint's licence, where its config names one
 
     @property
     def head(self) -> str:
-        if self.features_only:
-            return "feature_maps"
-        if self.include_top:
-            if self.classifier_activation in (None, "linear"):
-                return "logits"
-            return "probabilities" if self.classifier_activation == "softmax" else "scores"
-        return "pooled" if self.pooling else "feature_map"
+        """What the output holds: one of `heads.HEADS`."""
+        return head_of(self.include_top, self.classifier_activation, self.pooling, self.features_only)
 
     @property
     def takes_pixels(self) -> bool:
@@ -71,13 +71,20 @@ class ModelDescription:
         out["preprocessing"]["mean"] = list(self.preprocessing.mean)
         out["preprocessing"]["std"] = list(self.preprocessing.std)
         out["labels"] = list(self.labels) if self.labels is not None else None
+        out[VERSION_KEY] = LABELS_EXPLICIT
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelDescription":
+        data = dict(data)
+        version = data.pop(VERSION_KEY, 1)
         p = dict(data["preprocessing"])
         p["mean"], p["std"] = tuple(p["mean"]), tuple(p["std"])
         labels = data.get("labels")
+        if labels is None and version < LABELS_EXPLICIT and data.get("include_top", True) \
+                and data.get("classes", 1000) == IMAGENET_CLASSES:
+            # An older file: it was written under the rule "1000 classes are ImageNet's".
+            labels = imagenet_labels()
         return cls(**{**data, "preprocessing": Preprocessing(**p),
                       "labels": tuple(labels) if labels is not None else None})
 
@@ -94,5 +101,5 @@ def export_metadata(description: ModelDescription) -> dict[str, Any]:
 
 
 def from_export_metadata(metadata: dict[str, Any]) -> ModelDescription:
-    fields = {f.name for f in dataclasses.fields(ModelDescription)}
+    fields = {f.name for f in dataclasses.fields(ModelDescription)} | {VERSION_KEY}
     return ModelDescription.from_dict({k: v for k, v in metadata.items() if k in fields})

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+from .artifacts import ArtifactKind, kind_by_name
 from .backend import keras
 from .errors import KerasRepVGGError
 
@@ -46,7 +47,7 @@ def save_model(model: keras.Model, path: "str | os.PathLike[str]") -> Path:
     with atomic_path(path) as tmp:
         if path.name.endswith(".weights.h5"):
             model.save_weights(str(tmp))
-        elif path.suffix == ".keras":
+        elif kind_by_name(path) is ArtifactKind.KERAS:
             model.save(str(tmp))
         else:
             raise KerasRepVGGError(f"{path}: expected a .keras or .weights.h5 file name")

@@ -1,4 +1,9 @@
-"""Class names: ImageNet-1k's, shipped as package data, or a checkpoint's own."""
+"""Class names: ImageNet-1k's, shipped as package data, or a checkpoint's own.
+
+A model's names are recorded in its description (`ModelDescription.labels`); nothing here
+infers them from the number of classes. Only `decode_predictions`, Keras applications' API,
+means ImageNet by default, as its name promises.
+"""
 
 from __future__ import annotations
 
@@ -25,18 +30,18 @@ def imagenet_labels() -> list[str]:
     return [lemmas.split(",")[0] for _, lemmas in imagenet_classes()]
 
 
-def labels_for(num_classes: int, label_names: Optional[Sequence[str]] = None) -> Optional[list[str]]:
-    """The checkpoint's own names if it has them, ImageNet's for 1000 classes, else None."""
-    if label_names:
-        if len(label_names) != num_classes:
-            raise KerasRepVGGError(f"{len(label_names)} label names for a {num_classes}-class model")
-        return list(label_names)
-    return imagenet_labels() if num_classes == IMAGENET_CLASSES else None
+def checked_labels(num_classes: int, label_names: Optional[Sequence[str]]) -> Optional[list[str]]:
+    """The names given, one per class, or None where none are given."""
+    if not label_names:
+        return None
+    if len(label_names) != num_classes:
+        raise KerasRepVGGError(f"{len(label_names)} label names for a {num_classes}-class model")
+    return list(label_names)
 
 
 def class_names(num_classes: int, label_names: Optional[Sequence[str]] = None) -> list[str]:
-    """`labels_for`, falling back to the class indices as names ("0", "1", ...)."""
-    return labels_for(num_classes, label_names) or [str(i) for i in range(num_classes)]
+    """The names given, else the class indices as names ("0", "1", ...)."""
+    return checked_labels(num_classes, label_names) or [str(i) for i in range(num_classes)]
 
 
 def decode_predictions(
@@ -57,7 +62,7 @@ def decode_predictions(
     if labels is None and classes == IMAGENET_CLASSES:
         ids, names = [wnid for wnid, _ in imagenet_classes()], imagenet_labels()
     else:
-        given = labels_for(classes, labels) if labels is not None else None
+        given = checked_labels(classes, labels)
         if given is None:
             raise KerasRepVGGError(f"{classes} classes are not ImageNet's 1000; pass their labels")
         ids, names = [str(i) for i in range(classes)], given

@@ -231,12 +231,44 @@ def _recorded(model) -> Optional[ModelDescription]:
     return None
 
 
-def describe(model) -> ModelDescription:
-    """The description of a model built or converted by keras-repvgg.
+def with_head(
+    backbone: keras.Model,
+    classes: int,
+    *,
+    classifier_activation: Optional[str] = "softmax",
+    labels: Optional[Sequence[str]] = None,
+    name: Optional[str] = None,
+) -> keras.Model:
+    """`backbone` (ours, without its top) under a new classifier `head.fc`, for fine-tuning:
+    a model whose description (the backbone's, with this head and these labels) is recorded
+    in it, so that exports and `predict` read its head instead of inferring it."""
+    inner = describe(backbone)
+    if inner.include_top or inner.features_only:
+        raise KerasRepVGGError(f"{backbone.name!r} has head {inner.head!r}: build it with include_top=False "
+                               "(pooling 'avg', 'max' or None) to put a new head on it")
+    if classes < 1:
+        raise KerasRepVGGError(f"classes must be positive, got {classes}")
+    if labels is not None and len(labels) != classes:
+        raise KerasRepVGGError(f"{len(labels)} labels for a model with {classes} classes")
+    description = inner.replace(
+        include_top=True, classes=classes, classifier_activation=classifier_activation, pooling=None,
+        labels=tuple(labels) if labels is not None else None,
+    )
+    inputs = keras.Input(shape=backbone.input_shape[1:], name="image")
+    x = backbone(Description(description)(inputs))
+    if inner.head == "feature_map":
+        x = layers.GlobalAveragePooling2D(name=names.HEAD_POOL)(x)
+    outputs = layers.Dense(classes, activation=classifier_activation, name=names.HEAD_FC)(x)
+    return keras.Model(inputs, outputs, name=name or f"{backbone.name}_classifier")
 
-    A model that wraps one of ours under a head of its own (the usual fine-tuning
-    recipe: backbone, then a new Dense) is described by the backbone's record, with
-    the outer model's classifier as its head.
+
+def describe(model) -> ModelDescription:
+    """The description of a model built or converted by keras-repvgg, or made by `with_head`.
+
+    A model that wraps one of ours by hand under a head of its own (backbone, then a new
+    Dense) records nothing of that head: it is described by the backbone's record with
+    the head its last layer has (units and activation), the one thing inferred here.
+    `with_head` records the head instead.
     """
     recorded = _recorded(model)
     if recorded is not None:

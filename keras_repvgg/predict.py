@@ -38,6 +38,9 @@ class Predictor:
     preprocessing: Preprocessing  # input_size is the model's
     labels: list[str]
     probabilities: Callable[[np.ndarray], np.ndarray]
+    # What was assumed because the file does not say (a .tflite or SavedModel made elsewhere),
+    # one sentence each; the command line prints them.
+    assumptions: tuple[str, ...] = ()
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -69,51 +72,54 @@ def _keras_predictor(model, kind: str, description: Optional[ModelDescription] =
     return Predictor(kind, p, class_names(description.classes, description.labels), run)
 
 
-def _keras_file(path: Path) -> Predictor:
-    from .io import load_model
-
-    return _keras_predictor(load_model(path), "keras")
-
-
-def _tflite_file(path: Path) -> Predictor:
+def _tflite_file(path: Path, data: bytes) -> Predictor:
     from keras_repvgg.tflite import TFLiteRunner, read_labels, read_metadata
 
-    data = path.read_bytes()
     runner = TFLiteRunner(data)
     meta = read_metadata(data)
     size = int(runner.input["shape"][1])
-    if meta is not None:
+    assumptions: list[str] = []
+    if meta is not None:  # ours: the file says what it takes and gives
         description = from_export_metadata(meta)
         p, takes_pixels, head = description.preprocessing, description.takes_pixels, description.head
-    else:  # made elsewhere: uint8 input without quantization means raw pixels; the output's name
+    else:  # made elsewhere: say what is assumed
         p = Preprocessing(input_size=size)
+        # uint8 input without quantization parameters can only be raw pixels.
         takes_pixels = runner.input["dtype"] == np.uint8 and not runner.input["quantization"][0]
-        head = "probabilities" if "prob" in runner.output_name.lower() else "logits"
+        # A final SOFTMAX is a fact of the graph; anything else is taken for logits.
+        head = "probabilities" if runner.ends_in_softmax else "logits"
+        assumptions.append(
+            f"{path} has no keras-repvgg description: assuming it takes "
+            + ("0-255 RGB pixels" if takes_pixels else "RGB normalized with ImageNet's mean and std")
+            + f" at {size} px after timm's default eval transform (crop {p.crop_pct}, {p.interpolation}), and that "
+            + ("its output is probabilities (it ends in a softmax)" if head == "probabilities"
+               else "its output is logits (it ends in no softmax): a softmax is applied")
+        )
     finish = _as_probabilities(head, str(path))
     classes = int(runner.output["shape"][-1])
+    labels = read_labels(data)
+    if labels is None and meta is None:
+        assumptions.append(f"{path} names no classes: they are shown as their indices")
 
     def run(pixels: np.ndarray) -> np.ndarray:
         return finish(runner(pixels if takes_pixels else preprocess_input(pixels, p)))
 
-    return Predictor("tflite", p, class_names(classes, read_labels(data)), run)
+    return Predictor("tflite", p, class_names(classes, labels), run, tuple(assumptions))
 
 
-def savedmodel_version(path: Path) -> Optional[Path]:
-    """A SavedModel folder: `path` itself, or its highest numeric version inside (TF Serving's layout)."""
-    if (path / "saved_model.pb").is_file():
-        return path
-    versions = [p for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()] if path.is_dir() else []
-    return max(versions, key=lambda p: int(p.name)) if versions else None
-
-
-def _savedmodel(path: Path) -> Predictor:
+def _savedmodel(path: Path, loaded) -> Predictor:
     import tensorflow as tf
 
-    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    serve = loaded.signatures["serving_default"]
     size = int(serve.structured_input_signature[1]["images"].shape[1])
     meta_file = path / SAVEDMODEL_METADATA
-    p = from_export_metadata(json.loads(meta_file.read_text())).preprocessing if meta_file.is_file() \
-        else Preprocessing(input_size=size)
+    assumptions: tuple[str, ...] = ()
+    if meta_file.is_file():
+        p = from_export_metadata(json.loads(meta_file.read_text())).preprocessing
+    else:
+        p = Preprocessing(input_size=size)
+        assumptions = (f"{path} has no keras-repvgg description: assuming timm's default eval transform "
+                       f"at {size} px (crop {p.crop_pct}, {p.interpolation})",)
     if "probabilities" not in serve.structured_outputs:
         raise KerasRepVGGError(f"{path}: predict needs a classifier, and this SavedModel has no probabilities")
     labels_file = path / SAVEDMODEL_LABELS
@@ -123,24 +129,22 @@ def _savedmodel(path: Path) -> Predictor:
     def run(pixels: np.ndarray) -> np.ndarray:  # serving_default takes 0-255 pixels
         return serve(images=tf.constant(pixels, tf.float32))["probabilities"].numpy()
 
-    return Predictor("savedmodel", p, class_names(classes, labels), run)
+    return Predictor("savedmodel", p, class_names(classes, labels), run, assumptions)
 
 
 def load_predictor(
     model: "str | os.PathLike[str]", arch: Optional[str] = None, input_size: Optional[int] = None
 ) -> Predictor:
     """MODEL: a .keras file, a .tflite file, a SavedModel folder, or any checkpoint SOURCE."""
-    path = Path(model)
-    if path.suffix == ".keras" and path.is_file():
-        return _keras_file(path)
-    if path.suffix == ".tflite" and path.is_file():
-        return _tflite_file(path)
-    version = savedmodel_version(path) if path.is_dir() else None
-    if version is not None:
-        return _savedmodel(version)
-    from keras_repvgg.converters import convert_checkpoint
+    from .artifacts import ArtifactKind
+    from .loading import PREDICTABLE, load_artifact
 
-    return _keras_predictor(convert_checkpoint(model, arch, input_size=input_size).model, "source")
+    artifact = load_artifact(model, PREDICTABLE, arch, input_size=input_size)
+    if artifact.kind is ArtifactKind.TFLITE:
+        return _tflite_file(artifact.path, artifact.model)
+    if artifact.kind is ArtifactKind.SAVEDMODEL:
+        return _savedmodel(artifact.path, artifact.model)
+    return _keras_predictor(artifact.model, "keras" if artifact.kind is ArtifactKind.KERAS else "source")
 
 
 PREFETCH = 2  # batches decoded ahead of the model

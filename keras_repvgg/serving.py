@@ -20,14 +20,12 @@ from .backend import LEGACY_KERAS, keras, require_backend
 from .configs import Preprocessing
 from .description import LABELS_FILE, METADATA_FILE, ModelDescription, export_metadata
 from .errors import KerasRepVGGError
+from .heads import output_name, served_outputs
 from .io import atomic_path
 from .model import clone_with_weights, describe
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 IMAGE_SIGNATURE = "predict_images"
-# What each head's output is called in the signatures (a logits head adds `probabilities`).
-OUTPUT_NAMES = {"probabilities": "probabilities", "logits": "logits", "scores": "scores",
-                "pooled": "features"}
 
 
 class SplitGroupConv2D(keras.layers.Conv2D):
@@ -116,7 +114,7 @@ class _Serving:
         head = self.description.head
         if head == "logits":
             return {"logits": out, "probabilities": tf.nn.softmax(out, axis=-1)}
-        return {OUTPUT_NAMES[head]: out}
+        return {output_name(head): out}
 
     def classify_images(self, images):
         """Encoded JPEG/PNG/GIF/BMP images -> probabilities and the top-k classes."""
@@ -137,7 +135,7 @@ class _Serving:
 def signature_outputs(description: ModelDescription) -> dict[str, list[str]]:
     """The signatures an export of this model has, with their outputs."""
     head = description.head
-    pixels = ["logits", "probabilities"] if head == "logits" else [OUTPUT_NAMES[head]]
+    pixels = served_outputs(head)  # the names the TFLite file's output has too (`heads`)
     signatures = {"serving_default": pixels, "serving_uint8": pixels}
     if head in ("logits", "probabilities"):
         signatures[IMAGE_SIGNATURE] = ["probabilities", "top_k_indices", "top_k_labels"]
@@ -156,7 +154,8 @@ def export_saved_model(
     Signatures: `serving_default` (images: float32 0-255 RGB, batch x size x size x 3)
     and `serving_uint8` (the same in uint8) return the model's output, named for what
     it holds: `probabilities` (a softmax head), `logits` and `probabilities` (a head
-    without activation), `scores` (another activation) or `features` (a pooled backbone).
+    without activation), `scores` (another activation) or `features` (a backbone's pooled
+    features or feature map), the names `export_tflite` gives (`heads.OUTPUT_NAMES`).
     A classifier also gets `predict_images` (images: a batch of encoded JPEG/PNG bytes),
     which decodes and applies the model's eval transform in the graph and returns
     `probabilities`, `top_k_indices` and `top_k_labels`. `labels` default to the
@@ -173,11 +172,7 @@ def export_saved_model(
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise KerasRepVGGError(f"version must be a non-negative integer, got {version!r}")
     description = describe(model)
-    if description.head not in OUTPUT_NAMES:
-        raise KerasRepVGGError(
-            f"model {model.name!r} outputs {description.head.replace('_', ' ')}: export a classifier "
-            "(include_top=True) or a pooled backbone (pooling='avg' or 'max')"
-        )
+    output_name(description.head, f"model {model.name!r}")  # a head no export holds fails here
     size = model.input_shape[1]
     if size is None or model.input_shape[2] != size:
         raise KerasRepVGGError(f"the model's input shape {model.input_shape[1:]} must be a static square")

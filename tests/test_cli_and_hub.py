@@ -79,6 +79,28 @@ def test_folder_config_overrides_variant_defaults(hub_cache):
     assert result.model.get_layer("preprocess.normalize") is not None
 
 
+def test_timms_imagenet_checkpoint_is_labelled_with_imagenets_names(tmp_path):
+    """timm's ImageNet-1k checkpoint says so (its pretrained_cfg tag, as the README's main job's
+    `timm/repvgg_a0.rvgg_in1k` does): its names are recorded in the model and shown by predict.
+    The same weights without their config name nothing: 1000 classes alone are not ImageNet."""
+    import shutil
+
+    from timm.models import save_for_hf
+
+    from keras_repvgg import imagenet_labels, save_model
+    from keras_repvgg.converters import convert_checkpoint
+    from keras_repvgg.model import describe
+    from keras_repvgg.predict import load_predictor
+
+    folder = tmp_path / "a0"
+    save_for_hf(make_timm_model("repvgg_a0", seed=12), folder, safe_serialization=True)
+    result = convert_checkpoint(folder, input_size=64)
+    assert result.label_names == imagenet_labels() and describe(result.model).labels == tuple(imagenet_labels())
+    assert load_predictor(save_model(result.model, tmp_path / "a0.keras")).labels[:2] == ["tench", "goldfish"]
+    bare = shutil.copy(folder / "model.safetensors", tmp_path / "a0.safetensors")
+    assert convert_checkpoint(bare, input_size=64).label_names is None
+
+
 def test_convert_file_writes_a_model_that_predicts_the_same(a0_checkpoints, tmp_path):
     out = tmp_path / "nested" / "a0.keras"
     stdout = _cli("convert", a0_checkpoints["train"], "--input-size", 64, "-o", out)

@@ -192,3 +192,76 @@ def test_metadata_in_exports_is_the_description(tmp_path):
     folder = export_saved_model(model, tmp_path / "s")
     meta = json.loads((folder / "assets.extra" / "keras_repvgg.json").read_text())
     assert from_export_metadata(meta) == describe(model) and meta["head"] == "logits"
+
+
+def test_a_feature_map_model_names_its_output_alike_in_every_export(tmp_path):
+    """One table (`heads.OUTPUT_NAMES`) names the output: a backbone's feature map is
+    `features` in the SavedModel's signatures and in the TFLite file alike."""
+    import tensorflow as tf
+
+    from keras_repvgg.heads import output_name
+    from keras_repvgg.serving import export_saved_model
+    from keras_repvgg.tflite import TFLiteRunner, export_tflite
+
+    backbone = keras_repvgg.RepVGGA0(input_shape=(SIZE, SIZE, 3), include_top=False)
+    assert describe(backbone).head == "feature_map"
+    tflite_name = TFLiteRunner(export_tflite(backbone)).output_name
+    served = tf.saved_model.load(str(export_saved_model(backbone, tmp_path / "f")))
+    for signature in ("serving_default", "serving_uint8"):
+        assert sorted(served.signatures[signature].structured_outputs) == [tflite_name] == [output_name("feature_map")]
+    assert "predict_images" not in served.signatures  # not a classifier
+    with pytest.raises(KerasRepVGGError, match="outputs feature maps"):
+        export_saved_model(keras_repvgg.RepVGGA0(input_shape=(SIZE, SIZE, 3), features_only=True), tmp_path / "m")
+
+
+def test_a_1000_class_model_that_names_no_classes_is_not_shown_imagenets_names(tmp_path):
+    from keras_repvgg.tflite import export_tflite, read_labels
+
+    model = keras_repvgg.RepVGGA0(input_shape=(SIZE, SIZE, 3))  # 1000 random classes, no names
+    assert describe(model).labels is None
+    keras_repvgg.save_model(model, tmp_path / "a0.keras")
+    record, = predict_files(load_predictor(tmp_path / "a0.keras"), sklearn_photos()[:1], top=3)
+    assert [t["label"] for t in record["top"]] == [str(t["index"]) for t in record["top"]]
+    assert read_labels(export_tflite(model)) is None
+
+
+def test_with_head_records_the_head_it_puts_on_a_backbone(tmp_path):
+    backbone = keras_repvgg.RepVGGA0(input_shape=(SIZE, SIZE, 3), include_top=False, pooling="avg",
+                                     include_preprocessing=True)
+    model = keras_repvgg.with_head(backbone, 3, classifier_activation=None, labels=["cat", "dog", "fox"])
+    d = describe(model)
+    assert (d.variant, d.head, d.classes, d.labels, d.takes_pixels) == \
+        ("repvgg_a0", "logits", 3, ("cat", "dog", "fox"), True)
+    loaded = keras.models.load_model(keras_repvgg.save_model(model, tmp_path / "tuned.keras"))
+    assert describe(loaded) == d
+    x = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    with pytest.raises(KerasRepVGGError, match="build it with include_top=False"):
+        keras_repvgg.with_head(_classifier("softmax"), 3)
+
+
+@pytest.mark.parametrize("softmax", [True, False])
+def test_predict_on_a_foreign_tflite_file_says_what_it_assumes(softmax, tmp_path, capsys):
+    """A .tflite made elsewhere (no keras-repvgg description, no labels): its head is read from
+    its graph (a final SOFTMAX), not its output's name, and every assumption is said."""
+    import tensorflow as tf
+
+    from keras_repvgg.configs import Preprocessing
+    from keras_repvgg.preprocessing import preprocess_input
+
+    layers = [keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)]
+    model = keras.Sequential(layers + ([keras.layers.Softmax()] if softmax else []))
+    path = tmp_path / "foreign.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    predictor = load_predictor(path)
+    pixels = load_images(sklearn_photos(), Preprocessing(input_size=16), normalize=False)
+    out = model.predict(preprocess_input(pixels, Preprocessing(input_size=16)), verbose=0)
+    expected = out if softmax else np.exp(out) / np.exp(out).sum(-1, keepdims=True)
+    np.testing.assert_allclose(predictor.probabilities(pixels), expected, rtol=1e-4, atol=1e-6)
+    said = " ".join(predictor.assumptions)
+    assert "has no keras-repvgg description" in said and "ImageNet's mean and std at 16 px" in said
+    assert ("ends in a softmax" if softmax else "a softmax is applied") in said
+    assert "shown as their indices" in said and predictor.labels == ["0", "1", "2", "3"]
+    assert main(["predict", str(path), str(sklearn_photos()[0])]) == 0
+    err = capsys.readouterr().err
+    assert "keras-repvgg: note: " in err and "has no keras-repvgg description" in err

@@ -79,6 +79,11 @@ def test_the_main_job_runs_as_written(tmp_path):
         assert run.returncode == 0, f"{command}\n{run.stderr[-2000:]}"
         if "--gpu" in command:
             assert "GPU: fully accelerated" in run.stdout
+        if "keras-repvgg predict" in command:  # timm's ImageNet-1k checkpoint: ImageNet's names
+            from keras_repvgg import imagenet_labels
+
+            shown = re.findall(r"^  \d+\. (.+) \((\d+)\): ", run.stdout, re.M)
+            assert len(shown) == 6 and all(name == imagenet_labels()[int(i)] for name, i in shown), run.stdout
     produced = {p.name for p in work.iterdir()}
     assert {"repvgg_a0.keras", "repvgg_a0_fp16.tflite", "repvgg_a0_int8.tflite", "serving"} <= produced
     assert (work / "serving" / "repvgg_a0" / "1" / "saved_model.pb").is_file()

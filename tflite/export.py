@@ -20,6 +20,7 @@ import numpy as np
 
 from keras_repvgg.description import LABELS_FILE, METADATA_FILE, export_metadata
 from keras_repvgg.errors import KerasRepVGGError
+from keras_repvgg.heads import HeadNotExportableError, meaning, output_name
 
 from .int8_graphs import (
     AUTO,
@@ -36,9 +37,6 @@ from .metadata import ImageInput, ScoresOutput, metadata_flatbuffer, with_metada
 QUANTIZATIONS = ("float32", "float16", "dynamic-int8", "int8")
 IO_DTYPES = ("float32", "uint8", "int8")
 MIN_CALIBRATION_SAMPLES = 16
-# The output's name says what it holds; a classifier's probabilities are never softmaxed again.
-OUTPUT_NAMES = {"probabilities": "probabilities", "logits": "logits", "scores": "scores",
-                "pooled": "features", "feature_map": "features"}
 
 
 class ExportError(KerasRepVGGError):
@@ -60,8 +58,10 @@ def _serving_model(model, batch_size: int, uint8_pixels: bool, normalize: bool, 
             f"the model's input shape {shape} is not static; build it with an input_shape"
         )
     description = describe(model)
-    if description.head == "feature_maps":
-        raise ExportError("export a classifier or a pooled backbone, not a features_only model")
+    try:
+        output_name(description.head, f"model {model.name!r}")
+    except HeadNotExportableError as err:  # a features_only model
+        raise ExportError(str(err)) from None
     dtype = "uint8" if uint8_pixels else "float32"
     image = keras.Input(shape=shape, batch_size=batch_size, dtype=dtype, name="image")
     x = image
@@ -78,7 +78,9 @@ def _serving_model(model, batch_size: int, uint8_pixels: bool, normalize: bool, 
     head = "probabilities" if softmax else description.head
     if softmax:
         outputs = keras.layers.Softmax(name="serving.softmax")(outputs)
-    name = OUTPUT_NAMES[head]
+    # The output's name says what it holds, as in the SavedModel (`heads`): a classifier's
+    # probabilities are never softmaxed again.
+    name = output_name(head)
     # A named identity layer: tf-keras names signature outputs after the last layer.
     outputs = keras.layers.Activation("linear", name=name)(outputs)
     return keras.Model(image, {name: outputs}, name=f"{model.name}_serving")
@@ -132,7 +134,7 @@ def export_tflite(
     output: for a classifier, "probabilities" (the default: a SOFTMAX is added to a logits
         head, a GPU-delegate op) or "logits" (the head as it is; a softmax head has none).
     labels: class names, stored in the file as an associated `labels.txt`; by default
-        the model's own (its checkpoint's, or ImageNet's for 1000 classes).
+        the model's own (`ModelDescription.labels`), else none.
     The file carries the standard TFLite Metadata that MediaPipe Tasks, the Task Library
     and Android Studio read (the input's normalization in its own units, the labels as a
     TENSOR_AXIS_LABELS file, the model's name, version and licence), and our description
@@ -143,7 +145,7 @@ def export_tflite(
     # TFLite's converter takes a Keras model on TensorFlow, and on JAX through its StableHLO
     # route (measured: the same builtin ops, outputs and GPU-delegate results); not on torch.
     require_backend("TFLite export", ("tensorflow", "jax"), "TFLite's converter takes no torch-backend model", ExportError)
-    from keras_repvgg.labels import labels_for
+    from keras_repvgg.labels import checked_labels
     from keras_repvgg.model import describe
 
     _check_options(quantization, io_dtype, output, input)
@@ -154,7 +156,7 @@ def export_tflite(
         graphs = _int8_candidates(description.form, equalize, int8_graph)
         if len(graphs) > 1:
             calibration, held_out = _held_out_split(model, calibration, held_out)
-    labels = labels_for(description.classes, labels or description.labels) if description.include_top else None
+    labels = checked_labels(description.classes, labels or description.labels) if description.include_top else None
     if output == "logits" and description.head == "probabilities":
         raise ExportError("output='logits' needs a model without a softmax head (classifier_activation=None)")
     softmax = output == "probabilities" and description.head == "logits"
@@ -350,9 +352,7 @@ def standard_metadata(description, has_labels: bool, quantization: str, io_dtype
         highs = [(255.0 - m) / s for m, s in zip(mean, std, strict=True)]
         value_range = (min(lows), max(highs))
     head = description.head
-    what = {"probabilities": "Probabilities of the classes (softmax).", "logits": "Logits of the classes.",
-            "scores": f"Scores of the classes ({description.classifier_activation}).",
-            "pooled": "Pooled features.", "feature_map": "Feature map."}[head]
+    what = meaning(head, description.classifier_activation)
     keras_name = get_variant(description.variant).keras_name
     return metadata_flatbuffer(
         name=f"{keras_name} ({description.variant})",
@@ -361,7 +361,7 @@ def standard_metadata(description, has_labels: bool, quantization: str, io_dtype
         author="keras-repvgg",
         license=description.license or "",
         image=ImageInput("image", int(p.input_size), mean, std, value_range),
-        output=ScoresOutput(OUTPUT_NAMES[head], what, LABELS_FILE if has_labels else None),
+        output=ScoresOutput(output_name(head), what, LABELS_FILE if has_labels else None),
     )
 
 

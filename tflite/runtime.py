@@ -30,13 +30,13 @@ class TFLiteRunner:
         (self.input_name, self.input), = self._runner.get_input_details().items()
         (self.output_name, self.output), = self._runner.get_output_details().items()
         self._logits: Any = None
-        if before_softmax:
-            # The final op but a (DE)QUANTIZE of the output, which int8 files end with.
-            ops = [op for op in self._interpreter._get_ops_details() if op["op_name"] not in ("DEQUANTIZE", "QUANTIZE")]
-            last = ops[-1]
-            if last["op_name"] == "SOFTMAX":
-                index = int(last["inputs"][0])
-                self._logits = next(t for t in self._interpreter.get_tensor_details() if t["index"] == index)
+        # The final op but a (DE)QUANTIZE of the output, which int8 files end with.
+        ops = [op for op in self._interpreter._get_ops_details() if op["op_name"] not in ("DEQUANTIZE", "QUANTIZE")]
+        last = ops[-1]
+        self.ends_in_softmax = last["op_name"] == "SOFTMAX"  # its output holds probabilities
+        if before_softmax and self.ends_in_softmax:
+            index = int(last["inputs"][0])
+            self._logits = next(t for t in self._interpreter.get_tensor_details() if t["index"] == index)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         size = self.input["shape"][0]
