@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CORE = {"backend", "configs", "description", "errors", "fusion", "io", "labels", "lazy", "model", "names",
+CORE = {"backend", "configs", "description", "errors", "fusion", "io", "labels", "layout", "lazy", "model", "names",
         "parameters", "preprocessing", "reparameterization", "equalization"}
 FRONT = {"__init__", "__main__", "applications", "cli", "predict", "inputs", "records", "beam"}
 OPTIONAL = {"beam": "apache_beam"}  # front-door modules of optional extras: no other module imports them
