@@ -118,7 +118,6 @@ def _application(variant: VariantConfig) -> Callable[..., keras.Model]:
         )
 
     application.__name__ = application.__qualname__ = variant.keras_name
-    application.__module__ = __name__
     application.__doc__ = _DOC.format(
         keras_name=variant.keras_name,
         name=variant.name,

@@ -29,7 +29,10 @@ class NotDescribedError(KerasRepVGGError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelDescription:
-    """The build arguments of a RepVGG model that decide what it computes and how to feed it."""
+    """The build arguments of a RepVGG model that decide what it computes and how to feed it.
+
+    The build input: `model.build(description)` makes the model, which records `resolved()`.
+    """
 
     variant: str
     form: str = "deploy"
