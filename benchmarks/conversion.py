@@ -23,10 +23,10 @@ def _checkpoints(arch: str, folder: Path) -> dict[str, Path]:
         paths[form] = folder / f"{arch}_{form}.safetensors"
         save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(paths[form]))
     # The official repository's naming, as a PyTorch pickle (read with torch).
-    from keras_repvgg.converters.official import timm_to_official
+    from keras_repvgg.layout import official_key
 
     paths["official train .pth"] = folder / f"{arch}_official.pth"
-    torch.save({timm_to_official(k): v for k, v in model.state_dict().items()}, paths["official train .pth"])
+    torch.save({official_key(k): v for k, v in model.state_dict().items()}, paths["official train .pth"])
     return paths
 
 

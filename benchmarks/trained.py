@@ -40,7 +40,7 @@ def rescaled_copy(train_form, seed: int = 0):
     up or down at random: the same function, channel ranges far apart."""
     from keras_repvgg import reparameterize
     from keras_repvgg.equalization import rescale_channels
-    from keras_repvgg.names import REPARAM_CONV, block_of
+    from keras_repvgg.layout import REPARAM_CONV, block_of
 
     model = reparameterize(train_form, keep_identity=True)
     rng = np.random.default_rng(seed)

@@ -8,10 +8,12 @@ from typing import Any, Optional, Sequence
 
 from keras_repvgg.backend import keras
 from keras_repvgg.configs import VARIANTS, Preprocessing, VariantConfig, get_variant
-from keras_repvgg.model import assign_weights, build_repvgg
-from keras_repvgg.names import REPARAM_CONV
+from keras_repvgg.description import ModelDescription
+from keras_repvgg.layout import is_fused_kernel_key
+from keras_repvgg.model import assign_weights, build
 
 from .errors import CheckpointError
+from .readers import TensorReader
 from .sources import Checkpoint, checkpoint_labels, config_value, resolve_source
 from .timm_weights import infer_variant, num_classes, timm_to_keras
 
@@ -88,12 +90,53 @@ def convert_checkpoint(
     """
     if arch:
         get_variant(arch)  # an unknown name fails before any file is read
+    checkpoint, reader = _open(source, allow_nonfinite)
+    variant = _variant_for(checkpoint, reader, arch)
+    request = ModelDescription(
+        variant.name, form=form, include_top=include_top, classifier_activation=classifier_activation,
+        pooling=pooling, features_only=features_only, include_preprocessing=include_preprocessing,
+    )
+    return _convert(source, checkpoint, reader, request, classes, input_size,
+                    input_shape=input_shape, input_tensor=input_tensor, name=name)
+
+
+def convert_to(
+    source: "str | os.PathLike[str]",
+    request: ModelDescription,
+    classes: Optional[int] = None,
+    *,
+    input_shape: Optional[Sequence[Optional[int]]] = None,
+    input_tensor=None,
+    name: Optional[str] = None,
+) -> Converted:
+    """Convert a checkpoint of `request.variant` into the model `request` describes (form,
+    head, input); the checkpoint supplies the class count (`classes`, where given, must be
+    the checkpoint's), the eval transform, the labels, the source and the licence."""
+    checkpoint, reader = _open(source, allow_nonfinite=False)
+    return _convert(source, checkpoint, reader, request, classes, None,
+                    input_shape=input_shape, input_tensor=input_tensor, name=name)
+
+
+def _open(source: "str | os.PathLike[str]", allow_nonfinite: bool) -> tuple[Checkpoint, TensorReader]:
     checkpoint = resolve_source(source)
     reader = checkpoint.reader()
     reader.allow_nonfinite = allow_nonfinite
-    variant = _variant_for(checkpoint, reader, arch)
+    return checkpoint, reader
+
+
+def _convert(
+    source: "str | os.PathLike[str]",
+    checkpoint: Checkpoint,
+    reader: TensorReader,
+    request: ModelDescription,
+    classes: Optional[int],
+    input_size: Optional[int],
+    **graph: Any,
+) -> Converted:
+    """Build `request` with what the checkpoint says of itself, and assign its weights."""
+    variant = get_variant(request.variant)
     head_classes = num_classes(reader)
-    include_top = include_top and not features_only
+    include_top = request.include_top and not request.features_only
     if include_top:
         if head_classes is None:
             raise CheckpointError(
@@ -105,30 +148,21 @@ def convert_checkpoint(
                 f"classes={classes} with include_top=True, but the checkpoint's classifier "
                 f"has {head_classes} classes; use include_top=False to put a new head on it"
             )
-    fused_blocks = sum(1 for k in reader.keys() if k.endswith(f".{REPARAM_CONV}.weight"))
+    fused_blocks = sum(1 for k in reader.keys() if is_fused_kernel_key(k))
     preprocessing = checkpoint_preprocessing(checkpoint.config, variant, input_size)
     labels = checkpoint_labels(checkpoint, source, head_classes or 0)
-    model = build_repvgg(
-        variant,
-        form=form,
+    description = request.replace(
         include_top=include_top,
-        input_shape=input_shape,
-        input_tensor=input_tensor,
-        pooling=pooling,
         classes=head_classes or 0,
-        classifier_activation=classifier_activation,
-        include_preprocessing=include_preprocessing,
         preprocessing=preprocessing,
-        features_only=features_only,
-        name=name,
-        initialize=False,
         # Recorded as the checkpoint states them (ImageNet's written out too), never implied.
         labels=labels if include_top else None,
         # A hub id as given; a file by its name (a local path says nothing to an app).
         source=str(source) if not os.path.exists(source) else os.path.basename(os.path.normpath(source)),
         license=config_value(checkpoint.config, "license") or None,
     )
-    assign_weights(model, timm_to_keras(reader, variant, head_classes or 0, include_top, form))
+    model = build(description, initialize=False, **graph)
+    assign_weights(model, timm_to_keras(reader, variant, head_classes or 0, include_top, request.form))
     return Converted(
         model=model,
         variant=variant,

@@ -7,42 +7,14 @@ code from the file. torch is an optional extra: `pip install keras-repvgg[torch]
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
+from keras_repvgg.layout import official_key, timm_key
+
 from .errors import CheckpointError
 from .readers import ArrayReader
-
-# Official name -> timm name, for the parts of a key. The mapping is a fact of
-# the two code bases: stage0 is timm's stem, stageN its stages.(N-1), and so on.
-_PARTS = (
-    (".rbr_dense.", ".conv_kxk."),
-    (".rbr_1x1.", ".conv_1x1."),
-    (".rbr_identity.", ".identity."),
-    (".rbr_reparam.", ".reparam_conv."),
-    (".se.down.", ".attn.fc1."),
-    (".se.up.", ".attn.fc2."),
-)
-
-
-def official_to_timm(key: str) -> str:
-    key = re.sub(r"^stage0\.", "stem.", key)
-    key = re.sub(r"^stage([1-4])\.", lambda m: f"stages.{int(m.group(1)) - 1}.", key)
-    key = re.sub(r"^linear\.", "head.fc.", key)
-    for official, timm in _PARTS:
-        key = key.replace(official, timm)
-    return key
-
-
-def timm_to_official(key: str) -> str:
-    key = re.sub(r"^stem\.", "stage0.", key)
-    key = re.sub(r"^stages\.(\d)\.", lambda m: f"stage{int(m.group(1)) + 1}.", key)
-    key = re.sub(r"^head\.fc\.", "linear.", key)
-    for official, timm in _PARTS:
-        key = key.replace(timm, official)
-    return key
 
 
 def _load_pickle(path: Path) -> dict:
@@ -87,6 +59,6 @@ def read_official(path: Path) -> ArrayReader:
     arrays, display = {}, {}
     for key, tensor in state.items():
         original = key[len("module."):] if key.startswith("module.") else key  # DataParallel
-        name = official_to_timm(original)
+        name = timm_key(original)  # the renaming is `layout`'s: stage0 is timm's stem, ...
         arrays[name], display[name] = _to_numpy(tensor), key
-    return ArrayReader(path, arrays, lambda k: display.get(k, timm_to_official(k)))
+    return ArrayReader(path, arrays, lambda k: display.get(k, official_key(k)))

@@ -1,33 +1,42 @@
 """timm-named RepVGG weights -> Keras layer weights, one block at a time.
 
-timm names a block's parts `conv_kxk` (3x3 conv + BatchNorm), `conv_1x1`
-(1x1 conv + BatchNorm), `identity` (BatchNorm) and, once reparameterized,
-`reparam_conv` (3x3 conv with bias). A checkpoint may mix both forms. The
-deploy form fuses the branches; the training form takes them one to one.
+A block's parts and their keys in each form are `keras_repvgg.layout`'s: `conv_kxk`
+(3x3 conv + BatchNorm), `conv_1x1` (1x1 conv + BatchNorm), `identity` (BatchNorm) and,
+once reparameterized, `reparam_conv` (3x3 conv with bias). A checkpoint may mix both
+forms. The deploy form fuses the branches; the training form takes them one to one.
+Here: the shapes PyTorch stores them in, and their conversion to Keras'.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Iterator, Optional
 
 import numpy as np
 
 from keras_repvgg.configs import BlockSpec, VariantConfig, block_plan, match_variant, num_features
 from keras_repvgg.fusion import BatchNorm, fuse_block, torch_to_keras_kernel
-from keras_repvgg.model import LayerWeights
-from keras_repvgg.names import CONV_1X1, CONV_KXK, HEAD_FC, IDENTITY, REPARAM_CONV, SE_FC1, SE_FC2, STEM, part
+from keras_repvgg.layout import (
+    BLOCK_KERNEL_KEY,
+    HEAD,
+    SE_KEY_SUFFIX,
+    ConvBN,
+    LayerWeights,
+    Sublayer,
+    block_layout,
+    branch_kernel_key,
+    fused_kernel_key,
+)
+from keras_repvgg.names import STEM
 
 from .errors import AlreadyFusedError, CheckpointError, ShapeMismatchError
 from .readers import TensorReader
 
-_BLOCK_KERNEL = re.compile(rf"^(stem|stages\.\d+\.\d+)\.({REPARAM_CONV}|{CONV_KXK}\.conv)\.weight$")
 
-
-def _batchnorm(reader: TensorReader, prefix: str, channels: int) -> BatchNorm:
-    take = lambda part: reader.take(f"{prefix}.{part}", (channels,))  # noqa: E731
-    reader.skip(f"{prefix}.num_batches_tracked")
-    return BatchNorm(take("weight"), take("bias"), take("running_mean"), take("running_var"))
+def _batchnorm(reader: TensorReader, bn: Sublayer, channels: int) -> BatchNorm:
+    for key in bn.skipped:
+        reader.skip(bn.key(key))
+    gamma, beta, mean, var = (reader.take(key, (channels,)) for key in bn.keys)
+    return BatchNorm(gamma, beta, mean, var)
 
 
 def _bn_weights(bn: BatchNorm) -> list[np.ndarray]:
@@ -35,76 +44,72 @@ def _bn_weights(bn: BatchNorm) -> list[np.ndarray]:
     return [np.asarray(a, np.float32) for a in (bn.gamma, bn.beta, bn.mean, bn.var)]
 
 
-def _kernel(reader: TensorReader, key: str, spec: BlockSpec, size: int) -> np.ndarray:
-    shape = (spec.out_channels, spec.in_channels // spec.groups, size, size)
-    return torch_to_keras_kernel(reader.take(key, shape))
+def _conv_bn(reader: TensorReader, branch: ConvBN, spec: BlockSpec, size: int) -> tuple[np.ndarray, BatchNorm]:
+    (key,) = branch.conv.keys
+    kernel = torch_to_keras_kernel(reader.take(key, (spec.out_channels, spec.in_channels // spec.groups, size, size)))
+    return kernel, _batchnorm(reader, branch.bn, spec.out_channels)
 
 
-def _conv_bn(reader: TensorReader, prefix: str, spec: BlockSpec, size: int):
-    kernel = _kernel(reader, f"{prefix}.conv.weight", spec, size)
-    return kernel, _batchnorm(reader, f"{prefix}.bn", spec.out_channels)
-
-
-def _conv_bias(reader: TensorReader, prefix: str, out: int, inp: int, size: int) -> list[np.ndarray]:
-    weight = reader.take(f"{prefix}.weight", (out, inp, size, size))
-    bias = reader.take(f"{prefix}.bias", (out,))
+def _conv_bias(reader: TensorReader, conv: Sublayer, out: int, inp: int, size: int) -> list[np.ndarray]:
+    weight_key, bias_key = conv.keys
+    weight = reader.take(weight_key, (out, inp, size, size))
+    bias = reader.take(bias_key, (out,))
     return [torch_to_keras_kernel(weight).astype(np.float32), bias.astype(np.float32)]
 
 
-def _identity(reader: TensorReader, spec: BlockSpec) -> Optional[BatchNorm]:
-    return _batchnorm(reader, part(spec.name, IDENTITY), spec.out_channels) if spec.has_identity else None
+def _identity(reader: TensorReader, identity: Optional[Sublayer], spec: BlockSpec) -> Optional[BatchNorm]:
+    return _batchnorm(reader, identity, spec.out_channels) if identity is not None else None
 
 
 def _se_weights(reader: TensorReader, spec: BlockSpec) -> LayerWeights:
-    if not spec.se_channels:
+    se = block_layout(spec, "deploy").se
+    if se is None:
         return {}
-    n, c, r = spec.name, spec.out_channels, spec.se_channels
-    return {
-        part(n, SE_FC1): _conv_bias(reader, part(n, SE_FC1), r, c, 1),
-        part(n, SE_FC2): _conv_bias(reader, part(n, SE_FC2), c, r, 1),
-    }
+    c, r = spec.out_channels, spec.se_channels
+    return {se.fc1.name: _conv_bias(reader, se.fc1, r, c, 1), se.fc2.name: _conv_bias(reader, se.fc2, c, r, 1)}
 
 
 def deploy_block_weights(reader: TensorReader, spec: BlockSpec) -> LayerWeights:
     """The fused conv (and SE) weights of one block, from either form."""
-    name = spec.name
-    if part(name, REPARAM_CONV, "weight") in reader:
-        fused = _conv_bias(
-            reader, part(name, REPARAM_CONV), spec.out_channels, spec.in_channels // spec.groups, 3
-        )
+    deploy, train = block_layout(spec, "deploy"), block_layout(spec, "train")
+    assert deploy.reparam_conv is not None and train.conv_kxk is not None and train.conv_1x1 is not None
+    if fused_kernel_key(spec.name) in reader:
+        fused = _conv_bias(reader, deploy.reparam_conv, spec.out_channels, spec.in_channels // spec.groups, 3)
     else:
         fused = list(fuse_block(
-            _conv_bn(reader, part(name, CONV_KXK), spec, 3),
-            _conv_bn(reader, part(name, CONV_1X1), spec, 1),
-            _identity(reader, spec),
+            _conv_bn(reader, train.conv_kxk, spec, 3),
+            _conv_bn(reader, train.conv_1x1, spec, 1),
+            _identity(reader, train.identity, spec),
             spec.groups,
         ))
-    return {part(name, REPARAM_CONV): fused, **_se_weights(reader, spec)}
+    return {deploy.reparam_conv.name: fused, **_se_weights(reader, spec)}
 
 
 def train_block_weights(reader: TensorReader, spec: BlockSpec) -> LayerWeights:
     """One block's branches, one to one, for the training form."""
-    name = spec.name
-    if part(name, REPARAM_CONV, "weight") in reader:
+    if fused_kernel_key(spec.name) in reader:
         raise AlreadyFusedError(
-            f"{reader.path}: block {reader.display(part(name, REPARAM_CONV, 'weight'))!r} is already "
+            f"{reader.path}: block {reader.display(fused_kernel_key(spec.name))!r} is already "
             "fused; the training form needs its branches (convert to the deploy form instead)"
         )
+    train = block_layout(spec, "train")
+    assert train.conv_kxk is not None and train.conv_1x1 is not None
     weights: LayerWeights = {}
-    for branch, size in ((CONV_KXK, 3), (CONV_1X1, 1)):
-        kernel, bn = _conv_bn(reader, f"{name}.{branch}", spec, size)
-        weights[f"{name}.{branch}.conv"] = [kernel.astype(np.float32)]
-        weights[f"{name}.{branch}.bn"] = _bn_weights(bn)
-    identity = _identity(reader, spec)
-    if identity is not None:
-        weights[part(name, IDENTITY)] = _bn_weights(identity)
+    for branch, size in ((train.conv_kxk, 3), (train.conv_1x1, 1)):
+        kernel, bn = _conv_bn(reader, branch, spec, size)
+        weights[branch.conv.name] = [kernel.astype(np.float32)]
+        weights[branch.bn.name] = _bn_weights(bn)
+    identity = _identity(reader, train.identity, spec)
+    if identity is not None and train.identity is not None:
+        weights[train.identity.name] = _bn_weights(identity)
     return {**weights, **_se_weights(reader, spec)}
 
 
 def head_weights(reader: TensorReader, features: int, classes: int) -> LayerWeights:
-    weight = reader.take(part(HEAD_FC, "weight"), (classes, features))
-    bias = reader.take(part(HEAD_FC, "bias"), (classes,))
-    return {HEAD_FC: [np.ascontiguousarray(weight.T, dtype=np.float32), bias.astype(np.float32)]}
+    weight_key, bias_key = HEAD.keys
+    weight = reader.take(weight_key, (classes, features))
+    bias = reader.take(bias_key, (classes,))
+    return {HEAD.name: [np.ascontiguousarray(weight.T, dtype=np.float32), bias.astype(np.float32)]}
 
 
 def timm_to_keras(
@@ -127,7 +132,7 @@ def timm_to_keras(
     if include_top:
         yield head_weights(reader, num_features(variant), classes)
     else:
-        for key in (part(HEAD_FC, "weight"), part(HEAD_FC, "bias")):
+        for key in HEAD.keys:
             reader.skip(key)
     reader.finish()
 
@@ -142,7 +147,7 @@ def _shape_of_rank(reader: TensorReader, key: str, rank: int, what: str) -> tupl
 
 
 def in_channels(reader: TensorReader) -> int:
-    for key in (part(STEM, REPARAM_CONV, "weight"), part(STEM, CONV_KXK, "conv", "weight")):
+    for key in (fused_kernel_key(STEM), branch_kernel_key(STEM)):
         if key in reader:
             return _shape_of_rank(reader, key, 4, "conv kernel (out, in, kh, kw)")[1]
     return 3  # the key will be reported missing, with its expected shape
@@ -150,20 +155,21 @@ def in_channels(reader: TensorReader) -> int:
 
 def num_classes(reader: TensorReader) -> Optional[int]:
     """Classes of the checkpoint's classifier, or None where it has none."""
-    if part(HEAD_FC, "weight") not in reader:
+    weight_key = HEAD.key("weight")
+    if weight_key not in reader:
         return None
-    return _shape_of_rank(reader, part(HEAD_FC, "weight"), 2, "classifier weight (classes, features)")[0]
+    return _shape_of_rank(reader, weight_key, 2, "classifier weight (classes, features)")[0]
 
 
 def infer_variant(reader: TensorReader) -> VariantConfig:
     """Which variant a checkpoint holds, from its tensor shapes alone."""
     blocks = {}
     for key in reader.keys():
-        match = _BLOCK_KERNEL.match(key)
+        match = BLOCK_KERNEL_KEY.match(key)
         if match:
             shape = _shape_of_rank(reader, key, 4, "conv kernel (out, in, kh, kw)")
             blocks[match.group(1)] = (shape[0], shape[1])
-    has_se = any(key.endswith(f".{SE_FC1}.weight") for key in reader.keys())
+    has_se = any(key.endswith(SE_KEY_SUFFIX) for key in reader.keys())
     variant = match_variant(blocks, has_se, in_channels(reader))
     if variant is None:
         raise CheckpointError(

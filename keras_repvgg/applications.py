@@ -7,9 +7,10 @@ from typing import Callable, Optional, Sequence
 
 from .artifacts import ArtifactKind, file_kind
 from .backend import keras
-from .configs import VARIANTS, get_variant
+from .configs import VARIANTS, VariantConfig, get_variant
+from .description import ModelDescription
 from .errors import KerasRepVGGError
-from .model import build_repvgg
+from .model import build
 
 _DOC = """Instantiate the {keras_name} architecture ({name}) in its fused (deploy) form.
 
@@ -77,31 +78,30 @@ def create_model(
     variant = get_variant(model_name)
     if pretrained and weights is None:
         weights = "imagenet"
-    common = dict(
-        form=form,
-        include_top=include_top,
-        input_shape=input_shape,
-        input_tensor=input_tensor,
-        pooling=pooling,
-        classifier_activation=classifier_activation,
-        include_preprocessing=include_preprocessing,
-        features_only=features_only,
-        name=name,
+    description = ModelDescription(
+        variant.name, form=form, include_top=include_top, classes=1000 if classes is None else classes,
+        classifier_activation=classifier_activation, pooling=pooling, features_only=features_only,
+        include_preprocessing=include_preprocessing, preprocessing=variant.preprocessing,
     )
     if weights == "imagenet":
         weights = _hub_id(variant.name)
     kind = None if weights is None else file_kind(weights, (ArtifactKind.KERAS_WEIGHTS, ArtifactKind.CHECKPOINT))
     if weights is not None and kind is ArtifactKind.CHECKPOINT:
-        from .loading import load_artifact
+        from keras_repvgg.converters.conversion import convert_to
 
-        return load_artifact(weights, (kind,), variant.name, classes=classes, **common).model
-    model = build_repvgg(variant, classes=1000 if classes is None else classes, **common)
+        # classes=None: the checkpoint's.
+        return convert_to(weights, description, classes, input_shape=input_shape, input_tensor=input_tensor,
+                          name=name).model
+    model = build(description, input_shape=input_shape, input_tensor=input_tensor, name=name)
     if weights is not None:
         model.load_weights(str(weights))
     return model
 
 
-def _application(variant_name: str) -> Callable[..., keras.Model]:
+def _application(variant: VariantConfig) -> Callable[..., keras.Model]:
+    """The Keras-applications function of `variant`: its signature and docstring are every
+    variant's."""
+
     def application(
         weights: "Optional[str | os.PathLike[str]]" = None,
         include_top: bool = True,
@@ -115,20 +115,11 @@ def _application(variant_name: str) -> Callable[..., keras.Model]:
         name: Optional[str] = None,
     ) -> keras.Model:
         return create_model(
-            variant_name,
-            weights=weights,
-            include_top=include_top,
-            input_shape=input_shape,
-            input_tensor=input_tensor,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            include_preprocessing=include_preprocessing,
-            features_only=features_only,
-            name=name,
+            variant.name, weights=weights, include_top=include_top, input_shape=input_shape,
+            input_tensor=input_tensor, pooling=pooling, classes=classes, classifier_activation=classifier_activation,
+            include_preprocessing=include_preprocessing, features_only=features_only, name=name,
         )
 
-    variant = VARIANTS[variant_name]
     application.__name__ = application.__qualname__ = variant.keras_name
     application.__doc__ = _DOC.format(
         keras_name=variant.keras_name,
@@ -140,20 +131,9 @@ def _application(variant_name: str) -> Callable[..., keras.Model]:
     return application
 
 
-RepVGGA0 = _application("repvgg_a0")
-RepVGGA1 = _application("repvgg_a1")
-RepVGGA2 = _application("repvgg_a2")
-RepVGGB0 = _application("repvgg_b0")
-RepVGGB1 = _application("repvgg_b1")
-RepVGGB1g2 = _application("repvgg_b1g2")
-RepVGGB1g4 = _application("repvgg_b1g4")
-RepVGGB2 = _application("repvgg_b2")
-RepVGGB2g2 = _application("repvgg_b2g2")
-RepVGGB2g4 = _application("repvgg_b2g4")
-RepVGGB3 = _application("repvgg_b3")
-RepVGGB3g2 = _application("repvgg_b3g2")
-RepVGGB3g4 = _application("repvgg_b3g4")
-RepVGGD2se = _application("repvgg_d2se")
+# RepVGGA0 ... RepVGGD2se: one function per row of the variant table.
+APPLICATIONS: dict[str, Callable[..., keras.Model]] = {v.keras_name: _application(v) for v in VARIANTS.values()}
+globals().update(APPLICATIONS)
 
 
 def list_models() -> list[str]:

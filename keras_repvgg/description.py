@@ -33,7 +33,10 @@ class NotDescribedError(KerasRepVGGError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelDescription:
-    """The build arguments of a RepVGG model that decide what it computes and how to feed it."""
+    """The build arguments of a RepVGG model that decide what it computes and how to feed it.
+
+    The build input: `model.build(description)` makes the model, which records `resolved()`.
+    """
 
     variant: str
     form: str = "deploy"
@@ -87,6 +90,34 @@ class ModelDescription:
             labels = imagenet_labels()
         return cls(**{**data, "preprocessing": Preprocessing(**p),
                       "labels": tuple(labels) if labels is not None else None})
+
+    def resolved(self, input_size: Optional[int]) -> "ModelDescription":
+        """What a model built from this description records, at this input height (None:
+        the eval transform's): checked, with the head fields made consistent (a
+        features_only model has no classifier, a classifier no pooling) and the input size.
+
+        Raises KerasRepVGGError for a form, pooling, class count or label list that no
+        model can have.
+        """
+        if self.form not in FORMS:
+            raise KerasRepVGGError(f"form must be one of {FORMS}, got {self.form!r}")
+        if self.pooling not in (None, "avg", "max"):
+            raise KerasRepVGGError(f"pooling must be None, 'avg' or 'max', got {self.pooling!r}")
+        if self.include_top and self.classes < 1:
+            raise KerasRepVGGError(f"classes must be positive with include_top=True, got {self.classes}")
+        if self.labels is not None and (not self.include_top or len(self.labels) != self.classes):
+            raise KerasRepVGGError(
+                f"{len(self.labels)} labels for a model with {self.classes if self.include_top else 'no'} classes"
+            )
+        include_top = self.include_top and not self.features_only
+        return self.replace(
+            include_top=include_top,
+            classes=self.classes if include_top else 0,
+            classifier_activation=self.classifier_activation if include_top else None,
+            pooling=self.pooling if not (include_top or self.features_only) else None,
+            preprocessing=dataclasses.replace(self.preprocessing, input_size=int(input_size or self.preprocessing.input_size)),
+            labels=tuple(self.labels) if self.labels is not None else None,
+        )
 
 
 # --- what exports carry -----------------------------------------------------------------

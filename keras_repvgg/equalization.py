@@ -19,20 +19,25 @@ import numpy as np
 from .backend import keras
 from .configs import block_plan, get_variant
 from .errors import KerasRepVGGError
+from .layout import BlockLayout, block_layout
 from .model import describe
-from .names import HEAD_FC, IDENTITY_SCALE, REPARAM_CONV, SE_FC1, part
+from .names import HEAD_FC
 
 
 @dataclass
 class _Block:
     """A deploy block's weights, as float64 arrays to edit and write back."""
 
-    name: str
+    layout: BlockLayout
     kernel: np.ndarray  # (3, 3, in / groups, out)
     bias: np.ndarray
     groups: int
     identity: Optional[np.ndarray] = None  # per-channel scale of the input (deploy-identity)
     se_fc1: Optional[list[np.ndarray]] = None  # squeeze-excitation's first conv [kernel, bias]
+
+    @property
+    def name(self) -> str:
+        return self.layout.block
 
     def scale_output(self, s: np.ndarray) -> None:
         """Divide output channel c by s[c] (SE's gate input is compensated)."""
@@ -69,30 +74,32 @@ def _scale_rows(a: np.ndarray, s: np.ndarray, groups: int) -> None:
 
 
 def _blocks(model: keras.Model) -> list[_Block]:
-    """The deploy-form blocks in order, from the model's variant (see `describe`)."""
+    """The deploy-form blocks in order, from the model's variant and form (see `describe`)."""
     description = describe(model)
-    layer_names = {layer.name for layer in model.layers}
     blocks = []
     for spec in block_plan(get_variant(description.variant), int(model.input_shape[-1] or 3)):
-        n = spec.name
-        layer = model.get_layer(part(n, REPARAM_CONV))
+        layout = block_layout(spec, description.form)
+        assert layout.reparam_conv is not None
+        layer = model.get_layer(layout.reparam_conv.name)
         kernel, bias = (w.astype(np.float64) for w in layer.get_weights())
-        block = _Block(n, kernel, bias, layer.groups)
-        if part(n, IDENTITY_SCALE) in layer_names:
-            block.identity = model.get_layer(part(n, IDENTITY_SCALE)).get_weights()[0][0, 0, :, 0].astype(np.float64)
-        if spec.se_channels:
-            block.se_fc1 = [w.astype(np.float64) for w in model.get_layer(part(n, SE_FC1)).get_weights()]
+        block = _Block(layout, kernel, bias, layer.groups)
+        if layout.identity_scale is not None:
+            block.identity = model.get_layer(layout.identity_scale.name).get_weights()[0][0, 0, :, 0].astype(np.float64)
+        if layout.se is not None:
+            block.se_fc1 = [w.astype(np.float64) for w in model.get_layer(layout.se.fc1.name).get_weights()]
         blocks.append(block)
     return blocks
 
 
 def _write_back(model: keras.Model, blocks: list[_Block], head: Optional[list[np.ndarray]]) -> None:
     for b in blocks:
-        model.get_layer(part(b.name, REPARAM_CONV)).set_weights([b.kernel.astype(np.float32), b.bias.astype(np.float32)])
-        if b.identity is not None:
-            model.get_layer(part(b.name, IDENTITY_SCALE)).set_weights([b.identity.astype(np.float32).reshape(1, 1, -1, 1)])
-        if b.se_fc1 is not None:
-            model.get_layer(part(b.name, SE_FC1)).set_weights([w.astype(np.float32) for w in b.se_fc1])
+        layout = b.layout
+        assert layout.reparam_conv is not None
+        model.get_layer(layout.reparam_conv.name).set_weights([b.kernel.astype(np.float32), b.bias.astype(np.float32)])
+        if b.identity is not None and layout.identity_scale is not None:
+            model.get_layer(layout.identity_scale.name).set_weights([b.identity.astype(np.float32).reshape(1, 1, -1, 1)])
+        if b.se_fc1 is not None and layout.se is not None:
+            model.get_layer(layout.se.fc1.name).set_weights([w.astype(np.float32) for w in b.se_fc1])
     if head is not None:
         model.get_layer(HEAD_FC).set_weights([w.astype(np.float32) for w in head])
 

@@ -1,54 +1,47 @@
-"""The RepVGG network as a Keras functional model, in either form.
+"""The RepVGG network as a Keras functional model, built from its description.
 
 Deploy form: each block is one 3x3 Conv2D with bias. Training form: each
 block sums a 3x3 conv + BatchNorm, a 1x1 conv + BatchNorm and, where the
 shape allows, an identity BatchNorm. Either way (D2se) squeeze-excitation and
 a ReLU follow. Layer names mirror timm's module paths (`stem.reparam_conv`,
 `stages.2.13.conv_kxk.bn`, `stages.2.13.attn.fc1`, `head.fc`) so that
-weights map by name.
+weights map by name; `layout` names each block's sublayers.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Iterable, Optional, Sequence
-
-import numpy as np
 
 from . import names
 from .backend import keras
-from .configs import BlockSpec, Preprocessing, VariantConfig, block_plan
-from .description import FORMS, ModelDescription, NotDescribedError
+from .configs import BlockSpec, Preprocessing, block_plan, get_variant
+from .description import ModelDescription, NotDescribedError
 from .errors import KerasRepVGGError
 from .fusion import BN_EPSILON
+from .layout import BlockLayout, LayerWeights, SqueezeExcite, block_layout
 from .saved_layers import Description
 
 layers = keras.layers
-# FORMS: deploy: one conv per block. train: the three branches. deploy-identity: the conv
-# branches fused and the identity kept apart (conv + per-channel scale of the input), for int8.
-LayerWeights = dict[str, list[np.ndarray]]  # Keras layer name -> its weights, in set_weights order
 
 
 def _init(initializer: Optional[str]) -> dict:
     return {"kernel_initializer": initializer} if initializer else {}
 
 
-def _squeeze_excite(x, spec: BlockSpec, initializer: Optional[str] = None):
-    # timm's SEModule: mean over space, 1x1 conv, ReLU, 1x1 conv, sigmoid gate.
-    name = names.part(spec.name, names.SE)
-    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}.pool")(x)
-    s = layers.Conv2D(spec.se_channels, 1, name=names.part(spec.name, names.SE_FC1), **_init(initializer))(s)
-    s = layers.ReLU(name=f"{name}.act")(s)
-    s = layers.Conv2D(spec.out_channels, 1, name=names.part(spec.name, names.SE_FC2), **_init(initializer))(s)
-    s = layers.Activation("sigmoid", name=f"{name}.gate")(s)
-    return layers.Multiply(name=f"{name}.scale")([x, s])
+def _squeeze_excite(x, spec: BlockSpec, se: SqueezeExcite, initializer: Optional[str] = None):
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=se.pool.name)(x)
+    s = layers.Conv2D(spec.se_channels, 1, name=se.fc1.name, **_init(initializer))(s)
+    s = layers.ReLU(name=se.act.name)(s)
+    s = layers.Conv2D(spec.out_channels, 1, name=se.fc2.name, **_init(initializer))(s)
+    s = layers.Activation("sigmoid", name=se.gate.name)(s)
+    return layers.Multiply(name=se.scale.name)([x, s])
 
 
-def _conv3x3(x, spec: BlockSpec, name: str, use_bias: bool, initializer: Optional[str]):
+def _conv3x3(x, spec: BlockSpec, layout: BlockLayout, name: str, use_bias: bool, initializer: Optional[str]):
     """3x3 conv; stride 2 pads explicitly, since PyTorch's padding=1 is not 'same' there."""
     padding = "same"
-    if spec.stride == 2:
-        x = layers.ZeroPadding2D(1, name=f"{spec.name}.pad")(x)
+    if layout.pad is not None:
+        x = layers.ZeroPadding2D(1, name=layout.pad.name)(x)
         padding = "valid"
     return layers.Conv2D(
         spec.out_channels, 3, strides=spec.stride, padding=padding, groups=spec.groups,
@@ -61,10 +54,10 @@ def _batchnorm(name: str):
     return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.9, name=name)
 
 
-def _train_branches(x, spec: BlockSpec, initializer: Optional[str]):
-    n = spec.name
-    dense = _conv3x3(x, spec, names.part(n, names.CONV_KXK, "conv"), False, initializer)
-    branches = [_batchnorm(names.part(n, names.CONV_KXK, "bn"))(dense)]
+def _train_branches(x, spec: BlockSpec, layout: BlockLayout, initializer: Optional[str]):
+    assert layout.conv_kxk is not None and layout.conv_1x1 is not None and layout.add is not None
+    dense = _conv3x3(x, spec, layout, layout.conv_kxk.conv.name, False, initializer)
+    branches = [_batchnorm(layout.conv_kxk.bn.name)(dense)]
     # The 1x1 branch reads the unpadded input: with stride 2 its taps then sit
     # at the 3x3 windows' centres, as in PyTorch. A strided 1x1 conv is a subsample
     # then a 1x1 conv, and is built that way: oneDNN's AVX2 kernel for the weight
@@ -72,34 +65,37 @@ def _train_branches(x, spec: BlockSpec, initializer: Optional[str]):
     # (the stem's RGB) never returns (torch 2.14.1, so Keras' torch backend; see
     # docs/testing.md, "No hang"). Same weights, same numbers.
     point = x
-    if spec.stride > 1:
-        point = layers.MaxPooling2D(1, strides=spec.stride, name=names.part(n, names.CONV_1X1, "subsample"))(point)
+    if layout.subsample is not None:
+        point = layers.MaxPooling2D(1, strides=spec.stride, name=layout.subsample.name)(point)
     point = layers.Conv2D(
         spec.out_channels, 1, groups=spec.groups, use_bias=False,
-        name=names.part(n, names.CONV_1X1, "conv"), **_init(initializer),
+        name=layout.conv_1x1.conv.name, **_init(initializer),
     )(point)
-    branches.append(_batchnorm(names.part(n, names.CONV_1X1, "bn"))(point))
-    if spec.has_identity:
-        branches.append(_batchnorm(names.part(n, names.IDENTITY))(x))
-    return layers.Add(name=f"{n}.add")(branches)
+    branches.append(_batchnorm(layout.conv_1x1.bn.name)(point))
+    if layout.identity is not None:
+        branches.append(_batchnorm(layout.identity.name)(x))
+    return layers.Add(name=layout.add.name)(branches)
 
 
 def repvgg_block(x, spec: BlockSpec, form: str = "deploy", initializer: Optional[str] = None):
-    """One block in the given form: conv (or three branches), SE where configured, ReLU."""
-    if form == "train":
-        x = _train_branches(x, spec, initializer)
-    elif form == "deploy-identity" and spec.has_identity:
-        conv = _conv3x3(x, spec, names.part(spec.name, names.REPARAM_CONV), True, initializer)
-        scaled = layers.DepthwiseConv2D(
-            1, use_bias=False, name=names.part(spec.name, names.IDENTITY_SCALE),
-            **({"depthwise_initializer": initializer} if initializer else {}),
-        )(x)
-        x = layers.Add(name=f"{spec.name}.add")([conv, scaled])
+    """One block in the given form (see `layout`): conv (or three branches), SE where
+    configured, ReLU."""
+    layout = block_layout(spec, form)
+    if layout.form == "train":
+        x = _train_branches(x, spec, layout, initializer)
     else:
-        x = _conv3x3(x, spec, names.part(spec.name, names.REPARAM_CONV), True, initializer)
-    if spec.se_channels:
-        x = _squeeze_excite(x, spec, initializer)
-    return layers.ReLU(name=f"{spec.name}.act")(x)
+        assert layout.reparam_conv is not None
+        conv = _conv3x3(x, spec, layout, layout.reparam_conv.name, True, initializer)
+        if layout.identity_scale is not None and layout.add is not None:
+            scaled = layers.DepthwiseConv2D(
+                1, use_bias=False, name=layout.identity_scale.name,
+                **({"depthwise_initializer": initializer} if initializer else {}),
+            )(x)
+            conv = layers.Add(name=layout.add.name)([conv, scaled])
+        x = conv
+    if layout.se is not None:
+        x = _squeeze_excite(x, spec, layout.se, initializer)
+    return layers.ReLU(name=layout.act.name)(x)
 
 
 def pixel_normalization(x, preprocessing: Preprocessing, prefix: str = names.PREPROCESS):
@@ -118,79 +114,53 @@ def _input(input_shape, input_tensor):
     return keras.Input(tensor=input_tensor, shape=input_shape, name="image")
 
 
-def build_repvgg(
-    variant: VariantConfig,
+def build(
+    description: ModelDescription,
     *,
-    form: str = "deploy",
-    include_top: bool = True,
     input_shape: Optional[Sequence[Optional[int]]] = None,
     input_tensor=None,
-    pooling: Optional[str] = None,
-    classes: int = 1000,
-    classifier_activation: Optional[str] = "softmax",
-    include_preprocessing: bool = False,
-    preprocessing: Optional[Preprocessing] = None,
-    features_only: bool = False,
     name: Optional[str] = None,
     initialize: bool = True,
-    labels: Optional[Sequence[str]] = None,
-    source: Optional[str] = None,
-    license: Optional[str] = None,
 ) -> keras.Model:
-    """Build `variant` in the deploy or the training form.
+    """Build the model `description` describes, and record the description in it.
 
-    Weights are randomly initialized, or zeros with initialize=False, which is
-    cheaper where a checkpoint's weights are about to be assigned. What the model is
-    (these arguments, the eval transform and the class names) is recorded in it: see
-    `keras_repvgg.description.describe`.
+    The description holds the build arguments (variant, form, head, input, eval transform,
+    labels); what is left here is how the graph is made: its input (`input_shape` defaults
+    to the eval transform's square input size, 3 channels; or an existing `input_tensor`),
+    the model's name (the variant's by default) and whether the weights are randomly
+    initialized or zeros (cheaper where a checkpoint's weights are about to be assigned).
+    The recorded description is `description.resolved(...)` for this input.
     """
-    if form not in FORMS:
-        raise KerasRepVGGError(f"form must be one of {FORMS}, got {form!r}")
-    initializer = None if initialize else "zeros"
-    preprocessing = preprocessing or variant.preprocessing
+    variant = get_variant(description.variant)
     if input_shape is None:
-        size = preprocessing.input_size
+        size = description.preprocessing.input_size
         input_shape = (size, size, 3)
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
         raise KerasRepVGGError(f"input_shape must be (height, width, channels), got {input_shape}")
-    if pooling not in (None, "avg", "max"):
-        raise KerasRepVGGError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    if include_top and classes < 1:
-        raise KerasRepVGGError(f"classes must be positive with include_top=True, got {classes}")
+    description = description.resolved(input_shape[0])
+    initializer = None if initialize else "zeros"
 
-    if labels is not None and (not include_top or len(labels) != classes):
-        raise KerasRepVGGError(f"{len(labels)} labels for a model with {classes if include_top else 'no'} classes")
-    include_top = include_top and not features_only
-    description = ModelDescription(
-        variant=variant.name, form=form, include_top=include_top, classes=classes if include_top else 0,
-        classifier_activation=classifier_activation if include_top else None,
-        pooling=pooling if not (include_top or features_only) else None, features_only=features_only,
-        include_preprocessing=include_preprocessing,
-        preprocessing=dataclasses.replace(preprocessing, input_size=int(input_shape[0] or preprocessing.input_size)),
-        labels=tuple(labels) if labels is not None else None,
-        source=source,
-        license=license,
-    )
     inputs = _input(input_shape, input_tensor)
     x = Description(description)(inputs)
-    x = pixel_normalization(x, preprocessing) if include_preprocessing else x
+    x = pixel_normalization(x, description.preprocessing) if description.include_preprocessing else x
     features = []
     for spec in block_plan(variant, input_shape[-1] or 3):
-        x = repvgg_block(x, spec, form, initializer)
+        x = repvgg_block(x, spec, description.form, initializer)
         if spec.feature:
             features.append(x)
 
-    if features_only:
+    if description.features_only:
         outputs = features
-    elif include_top:
+    elif description.include_top:
         x = layers.GlobalAveragePooling2D(name=names.HEAD_POOL)(x)
         outputs = layers.Dense(
-            classes, activation=classifier_activation, name=names.HEAD_FC, **_init(initializer)
+            description.classes, activation=description.classifier_activation, name=names.HEAD_FC,
+            **_init(initializer),
         )(x)
-    elif pooling == "avg":
+    elif description.pooling == "avg":
         outputs = layers.GlobalAveragePooling2D(name=names.HEAD_POOL)(x)
-    elif pooling == "max":
+    elif description.pooling == "max":
         outputs = layers.GlobalMaxPooling2D(name=names.HEAD_POOL)(x)
     else:
         outputs = x

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
+
 from .backend import keras
 from .configs import VariantConfig, block_plan, get_variant
 from .errors import KerasRepVGGError
 from .fusion import BatchNorm, fuse_block, fuse_block_keep_identity
-from .model import LayerWeights, assign_weights, build_repvgg, describe
-from .names import CONV_1X1, CONV_KXK, HEAD_FC, IDENTITY, IDENTITY_SCALE, REPARAM_CONV, SE_FC1, SE_FC2, part
+from .layout import ConvBN, LayerWeights, block_layout
+from .model import assign_weights, build, describe
+from .names import HEAD_FC
 
 
 def _bn(layer) -> BatchNorm:
@@ -21,31 +24,32 @@ def _bn(layer) -> BatchNorm:
     return BatchNorm(gamma, beta, mean, var, eps=layer.epsilon)
 
 
+def _conv_bn(model: keras.Model, branch: ConvBN) -> tuple[np.ndarray, BatchNorm]:
+    return model.get_layer(branch.conv.name).get_weights()[0], _bn(model.get_layer(branch.bn.name))
+
+
 def _fused_weights(
-    model: keras.Model, variant: VariantConfig, in_channels: int, keep_identity: bool
+    model: keras.Model, variant: VariantConfig, in_channels: int, form: str
 ) -> Iterator[LayerWeights]:
     get = model.get_layer
-    layer_names = {layer.name for layer in model.layers}
     for spec in block_plan(variant, in_channels):
-        n = spec.name
-        branches = (
-            (get(part(n, CONV_KXK, "conv")).get_weights()[0], _bn(get(part(n, CONV_KXK, "bn")))),
-            (get(part(n, CONV_1X1, "conv")).get_weights()[0], _bn(get(part(n, CONV_1X1, "bn")))),
-        )
-        identity = _bn(get(part(n, IDENTITY))) if spec.has_identity else None
-        if keep_identity and identity is not None:
+        train, deploy = block_layout(spec, "train"), block_layout(spec, form)
+        assert train.conv_kxk is not None and train.conv_1x1 is not None and deploy.reparam_conv is not None
+        branches = (_conv_bn(model, train.conv_kxk), _conv_bn(model, train.conv_1x1))
+        identity = _bn(get(train.identity.name)) if train.identity is not None else None
+        if deploy.identity_scale is not None and identity is not None:
             kernel, bias, scale = fuse_block_keep_identity(*branches, identity, spec.groups)
             weights = {
-                part(n, REPARAM_CONV): [kernel, bias],
-                part(n, IDENTITY_SCALE): [scale.reshape(1, 1, -1, 1)],  # depthwise (1, 1, C, 1)
+                deploy.reparam_conv.name: [kernel, bias],
+                deploy.identity_scale.name: [scale.reshape(1, 1, -1, 1)],  # depthwise (1, 1, C, 1)
             }
         else:
-            weights = {part(n, REPARAM_CONV): list(fuse_block(*branches, identity, spec.groups))}
-        for se in (part(n, SE_FC1), part(n, SE_FC2)):
-            if se in layer_names:
+            weights = {deploy.reparam_conv.name: list(fuse_block(*branches, identity, spec.groups))}
+        if train.se is not None:
+            for se in (train.se.fc1.name, train.se.fc2.name):
                 weights[se] = get(se).get_weights()
         yield weights
-    if HEAD_FC in layer_names:
+    if HEAD_FC in {layer.name for layer in model.layers}:
         yield {HEAD_FC: get(HEAD_FC).get_weights()}
 
 
@@ -67,15 +71,11 @@ def reparameterize(model: keras.Model, keep_identity: bool = False) -> keras.Mod
         raise KerasRepVGGError(
             f"model {model.name!r} is in the {description.form} form; reparameterize takes the training form"
         )
+    form = "deploy-identity" if keep_identity else "deploy"
+    deploy = build(
+        description.replace(form=form), input_shape=tuple(model.input_shape[1:]), name=model.name, initialize=False
+    )
     variant = get_variant(description.variant)
     in_channels = int(model.input_shape[-1] or 3)
-    deploy = build_repvgg(
-        variant, form="deploy-identity" if keep_identity else "deploy", initialize=False,
-        input_shape=tuple(model.input_shape[1:]), name=model.name,
-        include_top=description.include_top, pooling=description.pooling, classes=description.classes,
-        classifier_activation=description.classifier_activation, features_only=description.features_only,
-        include_preprocessing=description.include_preprocessing, preprocessing=description.preprocessing,
-        labels=description.labels, source=description.source, license=description.license,
-    )
-    assign_weights(deploy, _fused_weights(model, variant, in_channels, keep_identity))
+    assign_weights(deploy, _fused_weights(model, variant, in_channels, form))
     return deploy

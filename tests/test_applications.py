@@ -44,6 +44,17 @@ def test_layer_names_mirror_timm_modules():
     assert grouped.get_layer("stages.0.2.reparam_conv").groups == 1
 
 
+@pytest.mark.parametrize("form", ["train", "deploy", "deploy-identity"])
+def test_the_layout_names_every_layer_of_every_block(form):
+    from keras_repvgg.layout import block_layout
+
+    model = keras_repvgg.create_model("repvgg_d2se", form=form, input_shape=(32, 32, 3))
+    expected = [s.name for spec in keras_repvgg.block_plan(keras_repvgg.get_variant("d2se"))
+                for s in block_layout(spec, form).sublayers]
+    built = [layer.name for layer in model.layers if layer.name.startswith(("stem.", "stages."))]
+    assert sorted(built) == sorted(expected)  # model.layers is in graph order, not build order
+
+
 def test_heads_and_pooling():
     assert keras_repvgg.RepVGGA0(input_shape=(64, 64, 3), classes=7).output_shape == (None, 7)
     no_top = keras_repvgg.RepVGGA0(include_top=False, input_shape=(64, 64, 3))

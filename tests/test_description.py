@@ -14,8 +14,9 @@ import pytest
 import keras_repvgg
 from keras_repvgg import keras
 from keras_repvgg.cli import main
+from keras_repvgg.description import ModelDescription
 from keras_repvgg.errors import KerasRepVGGError
-from keras_repvgg.model import build_repvgg, describe
+from keras_repvgg.model import build, describe
 from keras_repvgg.predict import load_predictor, predict_files
 from keras_repvgg.preprocessing import load_images
 
@@ -83,9 +84,10 @@ def test_exports_name_outputs_for_what_they_hold(tmp_path):
 
 
 def test_the_description_survives_save_and_load(tmp_path):
-    model = build_repvgg(
-        keras_repvgg.get_variant("repvgg_a0"), input_shape=(96, 96, 3), classes=3, labels=["cat", "dog", "fox"],
-        classifier_activation=None, include_preprocessing=True, name="mine",
+    model = build(
+        ModelDescription("repvgg_a0", classes=3, labels=("cat", "dog", "fox"), classifier_activation=None,
+                         include_preprocessing=True),
+        input_shape=(96, 96, 3), name="mine",
     )
     before = describe(model)
     loaded = keras.models.load_model(keras_repvgg.save_model(model, tmp_path / "mine.keras"))

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keras_repvgg import get_variant
+from keras_repvgg import create_model
 from keras_repvgg.equalization import equalize, rescale_channels
-from keras_repvgg.model import build_repvgg
 
 from helpers import random_images
 
@@ -16,8 +15,7 @@ SIZE = 32
 
 
 def _model(arch: str, form: str):
-    model = build_repvgg(get_variant(arch), form=form, input_shape=(SIZE, SIZE, 3), classes=10,
-                         classifier_activation=None)
+    model = create_model(arch, form=form, input_shape=(SIZE, SIZE, 3), classes=10, classifier_activation=None)
     rng = np.random.default_rng(3)
     # Random biases and identity scales, as a trained network has.
     for layer in model.layers:
@@ -81,7 +79,7 @@ def test_equalization_undoes_earlier_rescaling(arch):
 def test_equalization_refuses_what_it_cannot_rescale():
     with pytest.raises(ValueError, match="deploy-form"):
         equalize(_model("a0", "train"))
-    features = build_repvgg(get_variant("a0"), input_shape=(SIZE, SIZE, 3), features_only=True)
+    features = create_model("a0", input_shape=(SIZE, SIZE, 3), features_only=True)
     with pytest.raises(ValueError, match="features_only"):
         equalize(features)
     model = _model("a0", "deploy")
