@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = {"backend", "configs", "description", "errors", "fusion", "io", "labels", "lazy", "model", "names",
-        "parameters", "preprocessing", "reparameterization", "equalization"}
+        "parameters", "preprocessing", "reparameterization", "equalization", "transform"}
 FRONT = {"__init__", "__main__", "applications", "cli", "predict", "inputs", "records", "beam"}
 OPTIONAL = {"beam": "apache_beam"}  # front-door modules of optional extras: no other module imports them
 # Which layers each layer may import.
