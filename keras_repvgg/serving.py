@@ -81,13 +81,14 @@ def decode_image(data, preprocessing: Preprocessing, size: Optional[int] = None)
     shape = tf.shape(image, out_type=tf.int64)
     new_h, new_w = transform.resized_shape(shape[0], shape[1], preprocessing)
     top, left = transform.crop_offsets(new_h, new_w, size)
-    # antialias=True filters like Pillow when shrinking (nearest ignores it, as Pillow's does);
-    # round to 8 bits as Pillow does.
-    resized = tf.image.resize(
-        tf.cast(image, tf.float32), tf.cast(tf.stack([new_h, new_w]), tf.int32),
-        transform.interpolation(preprocessing).tensorflow, antialias=True,
-    )
-    resized = tf.clip_by_value(tf.round(resized), 0.0, transform.PIXEL_MAX)
+    method = transform.interpolation(preprocessing).tensorflow
+    # As Pillow does: the width first, rounded (halves up) and clipped to 8 bits, then the height
+    # (bicubic overshoots on sharp edges; Pillow clips that in between). antialias=True filters
+    # like Pillow when shrinking; nearest ignores it, as Pillow's does.
+    resized = tf.cast(image, tf.float32)
+    for height, width in ((shape[0], new_w), (new_h, new_w)):
+        resized = tf.image.resize(resized, tf.cast(tf.stack([height, width]), tf.int32), method, antialias=True)
+        resized = tf.clip_by_value(tf.floor(resized + 0.5), 0.0, transform.PIXEL_MAX)
     top, left = tf.cast(top, tf.int32), tf.cast(left, tf.int32)
     return tf.ensure_shape(tf.image.crop_to_bounding_box(resized, top, left, size, size), (size, size, 3))
 

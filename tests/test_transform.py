@@ -22,19 +22,35 @@ SHAPES = [(1, 1), (1, 2), (2, 1), (3, 5), (17, 300), (300, 17), (31, 47), (47, 3
 # (input_size, crop_pct): timm's default; D2se's crop of the whole short side; small and odd.
 SIZES = [(224, 0.875), (64, 1.0), (33, 0.875)]
 
-# Largest difference allowed between the two implementations, in 0-255 pixel steps, over
-# random-noise images (the worst case for a filter's rounding). Measured on TF 2.21 and
-# Pillow 12.3 over SHAPES x SIZES:
-# - nearest: 0 everywhere. Both sample the source pixel under each output pixel's centre,
-#   floor((i + 0.5) * in / out); no filter, no rounding. The old graph resized with bilinear
-#   there, 150+ steps off on noise: this bound catches it.
-# - bilinear, bicubic: the same antialiased kernels (triangle; Keys' cubic, a = -0.5), but
-#   Pillow rounds to 8 bits between its horizontal and vertical passes and uses fixed-point
-#   weights, TensorFlow stays in float32 until the end. Measured at most 1 step (bilinear)
-#   and 2 (bicubic, whose negative lobes amplify the intermediate rounding); the bound leaves
-#   one step of margin, far below what another filter or a shifted grid gives (tens of steps).
-MAX_STEPS = {"nearest": 0.0, "bilinear": 2.0, "bicubic": 3.0}
-MEAN_STEPS = 0.5  # measured at most 0.2: most pixels agree exactly
+# How far apart the two implementations may be, in 0-255 pixel steps, over random-noise
+# images (the worst case for a filter's rounding). Measured on TF 2.21 and Pillow 12.3 over
+# SHAPES x SIZES:
+# - bilinear, bicubic: the same antialiased kernels (triangle; Keys' cubic, a = -0.5), and the
+#   graph resizes the width, then the height, rounding to 8 bits in between, as Pillow does.
+#   What remains is Pillow's fixed-point weights: at most 1 step, on at most 0.8% of the
+#   pixels (bilinear; bicubic 0.1%). Bound: 1 step, 2% of the pixels. Resizing both sides at
+#   once without that rounding (the graph before) was up to 21 steps off with bicubic.
+# - nearest: both take the source pixel under each output pixel's centre,
+#   floor((i + 0.5) * in / out), and agree exactly except where that is an exact integer, a
+#   tie between two source pixels that each library's floating point breaks its own way
+#   (Pillow's own crop-first strip path and whole resize disagree there too). Bound: equal
+#   off the tie rows and columns; measured: 1 column in 33 differs at (333, 500) -> 33. The
+#   graph before resized with bilinear there: most pixels of noise differ, by up to 200 steps.
+MAX_STEPS = 1.0
+MAX_DIFFERING = 0.02
+
+
+def _off_ties(height: int, width: int, p: Preprocessing) -> np.ndarray:
+    """(size, size) mask of the crop's pixels whose nearest source pixel is not a tie."""
+    from keras_repvgg.transform import crop_offsets, resized_shape
+
+    new_h, new_w = resized_shape(height, width, p)
+    top, left = crop_offsets(new_h, new_w, p.input_size)
+    rows = np.arange(top, top + p.input_size)
+    cols = np.arange(left, left + p.input_size)
+    tie_rows = (2 * rows + 1) * height % (2 * new_h) == 0  # (row + 1/2) * height / new_h is whole
+    tie_cols = (2 * cols + 1) * width % (2 * new_w) == 0
+    return ~(tie_rows[:, None] | tie_cols[None, :])
 
 
 def _png(shape: tuple[int, int], seed: int) -> bytes:
@@ -65,20 +81,26 @@ def test_pillow_and_tensorflow_give_the_same_pixels(method):
 
     from keras_repvgg.serving import decode_image
 
-    worst, worst_mean, worst_timm = 0.0, 0.0, 0.0
+    worst, most, worst_timm = 0.0, 0.0, 0.0
     for size, crop_pct in SIZES:
         p = Preprocessing(input_size=size, crop_pct=crop_pct, interpolation=method)
         for seed, shape in enumerate(SHAPES):
             data = _png(shape, seed)
             pillow = load_image(io.BytesIO(data), p, normalize=False)
             graph = decode_image(tf.constant(data), p).numpy()
-            assert pillow.shape == graph.shape == (size, size, 3)
-            diff = np.abs(pillow - graph)
+            timm = _timm_pixels(data, p)
+            assert pillow.shape == graph.shape == timm.shape == (size, size, 3)
             where = f"{method} {shape} -> {size} at crop {crop_pct}"
-            assert diff.max() <= MAX_STEPS[method], f"{where}: {diff.max()} steps apart"
-            assert diff.mean() <= MEAN_STEPS, f"{where}: {diff.mean():.3f} steps apart on average"
-            worst, worst_mean = max(worst, diff.max()), max(worst_mean, diff.mean())
+            if method == "nearest":  # equal off the ties, compared where the pixel is not a tie
+                keep = _off_ties(*shape, p)
+                pillow, graph, timm = pillow[keep], graph[keep], timm[keep]
+            diff = np.abs(pillow - graph)
+            differing = float(np.mean(diff > 0))
+            limit = 0.0 if method == "nearest" else MAX_STEPS
+            assert diff.max() <= limit, f"{where}: {diff.max()} steps apart"
+            assert differing <= MAX_DIFFERING, f"{where}: {differing:.1%} of the pixels differ"
+            worst, most = max(worst, float(diff.max())), max(most, differing)
             # Pillow's path is timm's, up to float32 (and a strip's crop-first resize, 1 step).
-            worst_timm = max(worst_timm, np.abs(pillow - _timm_pixels(data, p)).max())
-    print(f"{method}: TF vs Pillow max {worst} mean {worst_mean:.3f} steps; Pillow vs timm max {worst_timm:.2e}")
+            worst_timm = max(worst_timm, float(np.abs(pillow - timm).max()))
+    print(f"{method}: TF vs Pillow max {worst} steps on {most:.2%} of the pixels; Pillow vs timm max {worst_timm:.2e}")
     assert worst_timm <= 1.0 + 1e-3
