@@ -84,14 +84,15 @@ def _calibration(args, model):
 
     from .model import describe
     from .preprocessing import image_files, load_images
+    from .transform import PIXEL_MAX, denormalize
 
     description = describe(model)
     shape = tuple(model.input_shape[1:])
     normalize = not description.takes_pixels
     if not args.calibration:
         held_out = np.random.default_rng(0).standard_normal((8,) + shape).astype(np.float32)
-        if not normalize:  # the model takes 0-255 RGB
-            held_out = np.clip(held_out * 60 + 120, 0, 255).astype(np.float32)
+        if not normalize:  # the model takes 0-255 RGB: the same draws, as pixels
+            held_out = np.clip(denormalize(held_out, description.preprocessing), 0, PIXEL_MAX).astype(np.float32)
         return None, held_out
     files = image_files(args.calibration)
     images = load_images(files, description.preprocessing, normalize=normalize) if files else np.zeros((0,) + shape)

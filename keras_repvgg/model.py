@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Sequence
 
-from . import names
+from . import names, transform
 from .backend import keras
 from .configs import BlockSpec, Preprocessing, block_plan, get_variant
 from .description import ModelDescription, NotDescribedError
@@ -99,11 +99,16 @@ def repvgg_block(x, spec: BlockSpec, form: str = "deploy", initializer: Optional
 
 
 def pixel_normalization(x, preprocessing: Preprocessing, prefix: str = names.PREPROCESS):
-    """0-255 RGB -> (x / 255 - mean) / std, inside the graph (layers `PREFIX.rescale`,
-    `PREFIX.normalize`)."""
-    x = layers.Rescaling(1.0 / 255.0, name=f"{prefix}.rescale")(x)
-    variance = [s * s for s in preprocessing.std]
-    return layers.Normalization(mean=list(preprocessing.mean), variance=variance, name=f"{prefix}.normalize")(x)
+    """0-255 RGB -> (x / 255 - mean) / std, inside the graph: one layer `PREFIX.normalize`
+    computing x * scale + offset with `transform.scale_and_offset`'s constants."""
+    scale, offset = transform.scale_and_offset(preprocessing)
+    return layers.Rescaling(scale.tolist(), offset.tolist(), name=f"{prefix}.normalize")(x)
+
+
+def graph_softmax(logits, name: str):
+    """Logits -> probabilities over the last axis, inside an exported graph (the SavedModel's
+    signatures and the TFLite wrapper); `transform.softmax` is the numpy one."""
+    return layers.Softmax(axis=-1, name=name)(logits)
 
 
 def _input(input_shape, input_tensor):

@@ -10,5 +10,5 @@ from __future__ import annotations
 STEM = "stem"
 HEAD_FC = "head.fc"
 HEAD_POOL = "head.global_pool"
-PREPROCESS = "preprocess"  # the in-graph normalization: PREPROCESS.rescale, PREPROCESS.normalize
+PREPROCESS = "preprocess"  # the in-graph normalization, layer PREPROCESS.normalize
 DESCRIPTION = "repvgg.description"

@@ -25,6 +25,7 @@ from .errors import KerasRepVGGError
 from .inputs import Unmatched, image_paths
 from .labels import class_names
 from .preprocessing import ImageError, load_image, preprocess_input
+from .transform import softmax
 
 SAVEDMODEL_METADATA = f"assets.extra/{METADATA_FILE}"
 SAVEDMODEL_LABELS = f"assets.extra/{LABELS_FILE}"
@@ -43,16 +44,11 @@ class Predictor:
     assumptions: tuple[str, ...] = ()
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
-
-
 def _as_probabilities(head: str, what: str) -> Callable[[np.ndarray], np.ndarray]:
     """What turns the model's output into probabilities: softmax for logits, nothing for
     probabilities; any other head is not a classifier's."""
     if head == "logits":
-        return _softmax
+        return softmax
     if head == "probabilities":
         return lambda out: out
     raise KerasRepVGGError(f"{what}: predict needs a classifier, and this model outputs {head.replace('_', ' ')}")

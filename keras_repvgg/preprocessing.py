@@ -1,14 +1,15 @@
-"""timm's eval transform in numpy and Pillow: resize the shorter side, centre crop, normalize."""
+"""timm's eval transform in Pillow: resize the shorter side, centre crop, normalize (the sizes,
+filters and constants are `transform`'s, which the TensorFlow implementation in `serving` shares)."""
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import BinaryIO, Optional, Sequence
 
 import numpy as np
 
+from . import transform
 from .configs import Preprocessing, get_variant
 from .errors import KerasRepVGGError
 
@@ -70,7 +71,7 @@ def preprocess_input(x, arch: "str | Preprocessing" = "repvgg_a0") -> np.ndarray
     x = np.asarray(x, dtype=np.float32)
     if x.shape[-1:] != (3,):
         raise KerasRepVGGError(f"expected RGB images with 3 channels last, got shape {x.shape}")
-    return (x / 255.0 - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)
+    return transform.normalize(x, p)
 
 
 def load_image(
@@ -84,23 +85,15 @@ def load_image(
     from PIL import Image
 
     size = preprocessing.input_size
+    method = getattr(Image.Resampling, transform.interpolation(preprocessing).pillow)
     with open_rgb(path, name) as image:
-        # The shorter side becomes floor(size / crop_pct), as timm's transform does.
-        scaled = math.floor(size / preprocessing.crop_pct)
         w, h = image.size
-        if w <= h:
-            new_size = (scaled, int(h * scaled / w))
-        else:
-            new_size = (int(w * scaled / h), scaled)
-        methods = Image.Resampling
-        resample = {"bilinear": methods.BILINEAR, "bicubic": methods.BICUBIC, "nearest": methods.NEAREST}
-        method = resample.get(preprocessing.interpolation, methods.BILINEAR)
-        left = int(round((new_size[0] - size) / 2.0))
-        top = int(round((new_size[1] - size) / 2.0))
-        if max(new_size) <= LONG_SIDE_LIMIT * scaled:
-            image = image.resize(new_size, method).crop((left, top, left + size, top + size))
+        new_h, new_w = transform.resized_shape(h, w, preprocessing)
+        top, left = transform.crop_offsets(new_h, new_w, size)
+        if max(new_w, new_h) <= LONG_SIDE_LIMIT * min(new_w, new_h):
+            image = image.resize((new_w, new_h), method).crop((left, top, left + size, top + size))
         else:  # a strip (50,000 x 2 pixels would resize to 1.8M x 73): resize only what the crop keeps
-            sx, sy = w / new_size[0], h / new_size[1]
+            sx, sy = w / new_w, h / new_h
             image = image.resize((size, size), method, box=(left * sx, top * sy, (left + size) * sx, (top + size) * sy))
         pixels = np.asarray(image, dtype=np.float32)
     return preprocess_input(pixels, preprocessing) if normalize else pixels

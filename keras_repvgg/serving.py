@@ -9,6 +9,7 @@ ordinary kernels.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -16,13 +17,14 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from . import transform
 from .backend import LEGACY_KERAS, keras, require_backend
 from .configs import Preprocessing
 from .description import LABELS_FILE, METADATA_FILE, ModelDescription, export_metadata
 from .errors import KerasRepVGGError
 from .heads import output_name, served_outputs
 from .io import atomic_path
-from .model import clone_with_weights, describe
+from .model import clone_with_weights, describe, graph_softmax
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 IMAGE_SIGNATURE = "predict_images"
@@ -58,13 +60,15 @@ def portable_model(model: keras.Model) -> keras.Model:
 def decode_image(data, preprocessing: Preprocessing, size: Optional[int] = None):
     """One encoded image (a tf.string scalar) -> (size, size, 3) 0-255 float32 pixels.
 
-    timm's eval transform in TensorFlow ops: the shorter side to floor(size / crop_pct)
-    (the longer one scaled and truncated), then the centre crop. Bad bytes raise
-    InvalidArgumentError.
+    timm's eval transform in TensorFlow ops, with `transform`'s geometry and filter (the
+    checkpoint's interpolation): the shorter side to floor(size / crop_pct), the longer one
+    scaled and truncated, then the centre crop. Bad bytes raise InvalidArgumentError.
     """
     import tensorflow as tf
 
-    size = size or preprocessing.input_size
+    if size and size != preprocessing.input_size:  # the crop is `size`, the resize scales from it
+        preprocessing = dataclasses.replace(preprocessing, input_size=size)
+    size = preprocessing.input_size
     # JPEG with the accurate integer IDCT, which decodes as Pillow does (the default,
     # INTEGER_FAST, is 1.3/255 off on average); PNG, GIF and BMP decode exactly anyway.
     image = tf.cond(
@@ -72,19 +76,18 @@ def decode_image(data, preprocessing: Preprocessing, size: Optional[int] = None)
         lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
         lambda: tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False),
     )
-    scaled = tf.constant(int(size / preprocessing.crop_pct), tf.int64)
     shape = tf.shape(image, out_type=tf.int64)
-    h, w = shape[0], shape[1]
-    new_h = tf.where(w <= h, h * scaled // w, scaled)
-    new_w = tf.where(w <= h, scaled, w * scaled // h)
-    method = "bicubic" if preprocessing.interpolation == "bicubic" else "bilinear"
-    # antialias=True filters like Pillow when shrinking; round to 8 bits as Pillow does.
-    resized = tf.image.resize(
-        tf.cast(image, tf.float32), tf.cast(tf.stack([new_h, new_w]), tf.int32), method, antialias=True
-    )
-    resized = tf.clip_by_value(tf.round(resized), 0.0, 255.0)
-    top = tf.cast(tf.round(tf.cast(new_h - size, tf.float32) / 2.0), tf.int32)
-    left = tf.cast(tf.round(tf.cast(new_w - size, tf.float32) / 2.0), tf.int32)
+    new_h, new_w = transform.resized_shape(shape[0], shape[1], preprocessing)
+    top, left = transform.crop_offsets(new_h, new_w, size)
+    method = transform.interpolation(preprocessing).tensorflow
+    # As Pillow does: the width first, rounded (halves up) and clipped to 8 bits, then the height
+    # (bicubic overshoots on sharp edges; Pillow clips that in between). antialias=True filters
+    # like Pillow when shrinking; nearest ignores it, as Pillow's does.
+    resized = tf.cast(image, tf.float32)
+    for height, width in ((shape[0], new_w), (new_h, new_w)):
+        resized = tf.image.resize(resized, tf.cast(tf.stack([height, width]), tf.int32), method, antialias=True)
+        resized = tf.clip_by_value(tf.floor(resized + 0.5), 0.0, transform.PIXEL_MAX)
+    top, left = tf.cast(top, tf.int32), tf.cast(left, tf.int32)
     return tf.ensure_shape(tf.image.crop_to_bounding_box(resized, top, left, size, size), (size, size, 3))
 
 
@@ -108,12 +111,12 @@ class _Serving:
 
         x = tf.cast(pixels, tf.float32)
         if not self.description.takes_pixels:
-            p = self.preprocessing
-            x = (x / 255.0 - tf.constant(p.mean, tf.float32)) / tf.constant(p.std, tf.float32)
+            scale, offset = transform.scale_and_offset(self.preprocessing)
+            x = x * tf.constant(scale, tf.float32) + tf.constant(offset, tf.float32)
         out = self.model(x, training=False)
         head = self.description.head
         if head == "logits":
-            return {"logits": out, "probabilities": tf.nn.softmax(out, axis=-1)}
+            return {"logits": out, "probabilities": graph_softmax(out, "serving.softmax")}
         return {output_name(head): out}
 
     def classify_images(self, images):

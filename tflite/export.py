@@ -21,6 +21,7 @@ import numpy as np
 from keras_repvgg.description import LABELS_FILE, METADATA_FILE, export_metadata
 from keras_repvgg.errors import KerasRepVGGError
 from keras_repvgg.heads import HeadNotExportableError, meaning, output_name
+from keras_repvgg.transform import PIXEL_MAX, denormalize, pixel_mean_std, scale_and_offset
 
 from .int8_graphs import (
     AUTO,
@@ -50,7 +51,7 @@ def _serving_model(model, batch_size: int, uint8_pixels: bool, normalize: bool, 
     normalized inside with the model's mean and std; softmax: logits become probabilities.
     """
     from keras_repvgg.backend import LEGACY_KERAS, keras
-    from keras_repvgg.model import describe, pixel_normalization
+    from keras_repvgg.model import describe, graph_softmax, pixel_normalization
 
     shape = tuple(model.input_shape[1:])
     if any(d is None for d in shape):
@@ -77,7 +78,7 @@ def _serving_model(model, batch_size: int, uint8_pixels: bool, normalize: bool, 
     outputs = model(x)
     head = "probabilities" if softmax else description.head
     if softmax:
-        outputs = keras.layers.Softmax(name="serving.softmax")(outputs)
+        outputs = graph_softmax(outputs, "serving.softmax")
     # The output's name says what it holds, as in the SavedModel (`heads`): a classifier's
     # probabilities are never softmaxed again.
     name = output_name(head)
@@ -256,8 +257,7 @@ def _held_out_split(model, calibration: np.ndarray, held_out: Optional[np.ndarra
 def _as_pixels(x: Optional[np.ndarray], description) -> Optional[np.ndarray]:
     if x is None:
         return None
-    p = description.preprocessing
-    return (x * np.asarray(p.std, np.float32) + np.asarray(p.mean, np.float32)) * 255.0
+    return denormalize(x, description.preprocessing)
 
 
 def _float_graph(model, equalize: bool):
@@ -345,12 +345,11 @@ def standard_metadata(description, has_labels: bool, quantization: str, io_dtype
 
     p = description.preprocessing
     if description.takes_pixels:  # 0-255 in: MediaPipe passes the pixels as they are
-        mean, std, value_range = [0.0], [1.0], (0.0, 255.0)
-    else:  # normalized in: MediaPipe computes (pixel - 255 mean) / (255 std)
-        mean, std = [255.0 * m for m in p.mean], [255.0 * s for s in p.std]
-        lows = [(0.0 - m) / s for m, s in zip(mean, std, strict=True)]
-        highs = [(255.0 - m) / s for m, s in zip(mean, std, strict=True)]
-        value_range = (min(lows), max(highs))
+        mean, std, value_range = [0.0], [1.0], (0.0, PIXEL_MAX)
+    else:  # normalized in: MediaPipe computes (pixel - mean) / std with them in 0-255 units
+        mean, std = (a.tolist() for a in pixel_mean_std(p))
+        scale, offset = scale_and_offset(p)  # pixel 0 becomes offset, pixel 255 255 scale + offset
+        value_range = (float(offset.min()), float((PIXEL_MAX * scale + offset).max()))
     head = description.head
     what = meaning(head, description.classifier_activation)
     keras_name = get_variant(description.variant).keras_name

@@ -82,7 +82,7 @@ def evaluate_tflite(data: bytes, model, inputs: np.ndarray) -> dict[str, Any]:
     """
     from keras_repvgg.description import from_export_metadata
     from keras_repvgg.model import describe
-    from keras_repvgg.preprocessing import preprocess_input
+    from keras_repvgg.transform import PIXEL_MAX, denormalize, normalize, softmax
 
     from .export import read_metadata
 
@@ -91,11 +91,9 @@ def evaluate_tflite(data: bytes, model, inputs: np.ndarray) -> dict[str, Any]:
     x_file = x_model = np.asarray(inputs, np.float32)
     if exported.takes_pixels and not ours.takes_pixels:
         p = ours.preprocessing
-        pixels = (x_model * np.asarray(p.std, np.float32) + np.asarray(p.mean, np.float32)) * 255.0
-        x_file = np.clip(np.round(pixels), 0, 255).astype(np.float32)
-        x_model = preprocess_input(x_file, p)
+        x_file = np.clip(np.round(denormalize(x_model, p)), 0, PIXEL_MAX).astype(np.float32)
+        x_model = normalize(x_file, p)
     reference = np.asarray(model.predict(x_model, verbose=0, batch_size=8))
     if exported.head == "probabilities" and ours.head == "logits":
-        z = np.exp(reference - reference.max(axis=-1, keepdims=True))
-        reference = z / z.sum(axis=-1, keepdims=True)
+        reference = softmax(reference)
     return compare_logits(TFLiteRunner(data)(x_file), reference)

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CORE = {"artifacts", "backend", "configs", "description", "errors", "fusion", "heads", "io", "labels", "layout", "lazy",
         "model", "names", "parameters", "preprocessing", "reparameterization", "equalization", "registration",
-        "saved_layers"}
+        "saved_layers", "transform"}
 FRONT = {"__init__", "__main__", "applications", "cli", "predict", "inputs", "loading", "records", "beam"}
 OPTIONAL = {"beam": "apache_beam"}  # front-door modules of optional extras: no other module imports them
 # Which layers each layer may import.
