@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Collection, Optional
 
-from .errors import KerasRepVGGError
+from .errors import ArtifactError
 
 
 class ArtifactKind(str, enum.Enum):
@@ -41,10 +41,6 @@ WHAT = {
     ArtifactKind.CHECKPOINT: f"a checkpoint ({'/'.join(SUFFIXES[ArtifactKind.CHECKPOINT])} file, "
                              f"folder with {CHECKPOINT_WEIGHTS}, or hub id)",
 }
-
-
-class ArtifactError(KerasRepVGGError):
-    """A path that names no kind of model file the caller takes."""
 
 
 def expected(kinds: Collection[ArtifactKind]) -> str:

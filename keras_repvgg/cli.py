@@ -207,7 +207,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.terminal is not None:
         records = _progress(records, args.terminal)
     if args.output:
-        from .io import atomic_path
+        from .atomic import atomic_path
 
         with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
             count, failed = write_records(records, out, fmt, args.top)  # renamed into place when whole

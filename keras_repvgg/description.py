@@ -15,7 +15,7 @@ import dataclasses
 from typing import Any, Optional
 
 from .configs import Preprocessing
-from .errors import KerasRepVGGError
+from .errors import KerasRepVGGError, NotDescribedError
 from .heads import HEADS, head_of
 from .labels import IMAGENET_CLASSES, imagenet_labels
 
@@ -25,10 +25,6 @@ __all__ = ["FORMS", "HEADS", "ModelDescription", "NotDescribedError"]
 # ImageNet's (readers then guessed); from this version the labels are always written out.
 LABELS_EXPLICIT = 2
 VERSION_KEY = "description_version"
-
-
-class NotDescribedError(KerasRepVGGError):
-    """A model that keras-repvgg did not build (or an older file without a description)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .errors import KerasRepVGGError
+from .errors import HeadNotExportableError
 
 # A classifier's probabilities (softmax head), logits (no activation) or other scores; a
 # pooled feature vector; one feature map; or the five maps of a features_only model.
@@ -17,10 +17,6 @@ CLASSIFIER_HEADS = ("probabilities", "logits", "scores")
 # The exported output's name per head. `feature_maps` (five outputs) is not exported.
 OUTPUT_NAMES = {"probabilities": "probabilities", "logits": "logits", "scores": "scores",
                 "pooled": "features", "feature_map": "features"}
-
-
-class HeadNotExportableError(KerasRepVGGError):
-    """An export asked of a model whose output no export format holds (the five feature maps)."""
 
 
 def head_of(include_top: bool, classifier_activation: Optional[str], pooling: Optional[str],

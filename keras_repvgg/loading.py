@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Collection, Optional
 
-from .artifacts import ArtifactError, ArtifactKind, file_kind, savedmodel_version
+from .artifacts import ArtifactKind, file_kind, savedmodel_version
+from .errors import ArtifactError
 
 KERAS_MODELS = (ArtifactKind.KERAS, ArtifactKind.CHECKPOINT)  # what gives a Keras model
 PREDICTABLE = (ArtifactKind.KERAS, ArtifactKind.TFLITE, ArtifactKind.SAVEDMODEL, ArtifactKind.CHECKPOINT)

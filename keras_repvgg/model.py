@@ -15,8 +15,8 @@ from typing import Iterable, Optional, Sequence
 from . import names, transform
 from .backend import keras
 from .configs import BlockSpec, Preprocessing, block_plan, get_variant
-from .description import ModelDescription, NotDescribedError
-from .errors import KerasRepVGGError
+from .description import ModelDescription
+from .errors import KerasRepVGGError, NotDescribedError
 from .fusion import BN_EPSILON
 from .layout import BlockLayout, LayerWeights, SqueezeExcite, block_layout
 from .saved_layers import Description

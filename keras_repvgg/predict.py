@@ -21,10 +21,10 @@ import numpy as np
 
 from .configs import Preprocessing
 from .description import LABELS_FILE, METADATA_FILE, ModelDescription, from_export_metadata
-from .errors import KerasRepVGGError
+from .errors import ImageError, KerasRepVGGError
 from .inputs import Unmatched, image_paths
 from .labels import class_names
-from .preprocessing import ImageError, load_image, preprocess_input
+from .preprocessing import load_image, preprocess_input
 from .transform import softmax
 
 SAVEDMODEL_METADATA = f"assets.extra/{METADATA_FILE}"

@@ -11,15 +11,11 @@ import numpy as np
 
 from . import transform
 from .configs import Preprocessing, get_variant
-from .errors import KerasRepVGGError
+from .errors import ImageError, KerasRepVGGError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 MAX_PIXELS = 100_000_000  # larger images are refused: decoding one takes gigabytes
 LONG_SIDE_LIMIT = 8  # beyond this aspect ratio, only the centre crop is resized (same pixels, bounded memory)
-
-
-class ImageError(KerasRepVGGError):
-    """An image file that cannot be read: missing, corrupt, truncated, too large."""
 
 
 def open_rgb(path: "str | os.PathLike[str] | BinaryIO", name: Optional[str] = None):

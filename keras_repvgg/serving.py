@@ -18,12 +18,12 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from . import transform
+from .atomic import atomic_path
 from .backend import LEGACY_KERAS, keras, require_backend
 from .configs import Preprocessing
 from .description import LABELS_FILE, METADATA_FILE, ModelDescription, export_metadata
 from .errors import KerasRepVGGError
 from .heads import output_name, served_outputs
-from .io import atomic_path
 from .model import clone_with_weights, describe, graph_softmax
 
 WARMUP_FILE = "tf_serving_warmup_requests"

@@ -17,13 +17,9 @@ from typing import Any
 import numpy as np
 
 from .configs import Preprocessing
-from .errors import KerasRepVGGError
+from .errors import TransformError
 
 PIXEL_MAX = 255.0  # 8-bit pixels: timm's ToTensor divides by this before mean and std
-
-
-class TransformError(KerasRepVGGError):
-    """An eval transform this package cannot apply (an unsupported interpolation)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,19 +3,12 @@
 Importing this package does not import TensorFlow; `export_tflite` does, when called.
 """
 
-from .export import (
-    IO_DTYPES,
-    MIN_CALIBRATION_SAMPLES,
-    QUANTIZATIONS,
-    ExportError,
-    attach_files,
-    attach_labels,
-    export_tflite,
-    read_labels,
-    read_metadata,
-    write_tflite,
-)
+from keras_repvgg.errors import ExportError
+
+from .export import IO_DTYPES, QUANTIZATIONS, export_tflite
+from .files import attach_files, attach_labels, read_labels, read_metadata, write_tflite
 from .gpu import check_gpu, run_on_gpu
+from .int8_search import MIN_CALIBRATION_SAMPLES
 from .ops import GPU_MAX_VERSION, gpu_static_problems, model_ops
 from .runtime import TFLiteRunner, compare_logits, evaluate_tflite
 

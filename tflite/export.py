@@ -10,38 +10,29 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import os
-import zipfile
-from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from keras_repvgg.description import LABELS_FILE, METADATA_FILE, export_metadata
-from keras_repvgg.errors import KerasRepVGGError
-from keras_repvgg.heads import HeadNotExportableError, meaning, output_name
-from keras_repvgg.transform import PIXEL_MAX, denormalize, pixel_mean_std, scale_and_offset
+from keras_repvgg.description import export_metadata
+from keras_repvgg.errors import ExportError, HeadNotExportableError
+from keras_repvgg.heads import output_name
+from keras_repvgg.transform import denormalize
 
-from .int8_graphs import (
-    AUTO,
-    GRAPHS_BY_NAME,
-    TOLERANCE_MARGIN,
-    TOLERANCE_RATIO,
-    Int8Graph,
-    candidates,
-    choose,
-    tolerated_error,
+from .files import attach_files
+from .int8_graphs import AUTO, GRAPHS_BY_NAME, Int8Graph
+from .int8_search import (
+    checked_samples,
+    float_graph,
+    held_out_split,
+    int8_graph_model,
+    requested_graphs,
+    search,
 )
-from .metadata import ImageInput, ScoresOutput, metadata_flatbuffer, with_metadata
+from .metadata import standard_metadata, with_metadata
 
 QUANTIZATIONS = ("float32", "float16", "dynamic-int8", "int8")
 IO_DTYPES = ("float32", "uint8", "int8")
-MIN_CALIBRATION_SAMPLES = 16
-
-
-class ExportError(KerasRepVGGError):
-    """An export that cannot be made as asked: bad options or calibration data."""
 
 
 def _serving_model(model, batch_size: int, uint8_pixels: bool, normalize: bool, softmax: bool):
@@ -153,10 +144,10 @@ def export_tflite(
     description = describe(model)
     graphs: list[Int8Graph] = []
     if quantization == "int8":
-        calibration = _checked_samples(model, calibration, "calibration")
-        graphs = _int8_candidates(description.form, equalize, int8_graph)
+        calibration = checked_samples(model, calibration, "calibration")
+        graphs = requested_graphs(description.form, equalize, int8_graph)
         if len(graphs) > 1:
-            calibration, held_out = _held_out_split(model, calibration, held_out)
+            calibration, held_out = held_out_split(model, calibration, held_out)
     labels = checked_labels(description.classes, labels or description.labels) if description.include_top else None
     if output == "logits" and description.head == "probabilities":
         raise ExportError("output='logits' needs a model without a softmax head (classifier_activation=None)")
@@ -173,14 +164,14 @@ def export_tflite(
 
     choice: Optional[dict] = None
     if quantization != "int8":
-        data = convert(_float_graph(model, bool(equalize)), quantization)
+        data = convert(float_graph(model, bool(equalize)), quantization)
         form = "deploy" if description.form == "train" else description.form
     elif len(graphs) == 1:
-        data = convert(_int8_graph_model(model, graphs[0]), "int8")
+        data = convert(int8_graph_model(model, graphs[0]), "int8")
         choice = {"graph": graphs[0].name, "chosen_by": "named" if int8_graph != AUTO else "the only candidate"}
     else:
         assert held_out is not None  # split above
-        data, choice = _search(model, graphs, held_out, batch_size, convert)
+        data, choice = search(model, graphs, held_out, batch_size, convert)
     if choice is not None:
         form = "deploy-identity" if GRAPHS_BY_NAME[choice["graph"]].keep_identity else "deploy"
     # What the file is: the model's description with the file's own graph, head and input.
@@ -211,111 +202,10 @@ def _check_options(quantization: str, io_dtype: str, output: str, input: str) ->
         raise ExportError("io_dtype='uint8' takes camera pixels: it needs input='pixels'")
 
 
-def _checked_samples(model, samples: Optional[np.ndarray], what: str) -> np.ndarray:
-    if samples is None:
-        raise ExportError("int8 quantization needs calibration data (images or an array)")
-    samples = np.asarray(samples, dtype=np.float32)
-    expected = tuple(model.input_shape[1:])
-    if samples.ndim != 4 or samples.shape[1:] != expected:
-        raise ExportError(f"{what} data has shape {samples.shape}, expected (N,) + {expected}")
-    if what == "calibration" and len(samples) < MIN_CALIBRATION_SAMPLES:
-        raise ExportError(
-            f"int8 calibration needs at least {MIN_CALIBRATION_SAMPLES} samples, got {len(samples)}"
-        )
-    return samples
-
-
-def _int8_candidates(form: str, equalize: Optional[bool], int8_graph: str) -> list[Int8Graph]:
-    possible = candidates(form, equalize)
-    if int8_graph == AUTO:
-        return possible
-    if int8_graph not in GRAPHS_BY_NAME:
-        raise ExportError(f"int8_graph must be {AUTO!r} or one of {list(GRAPHS_BY_NAME)}, got {int8_graph!r}")
-    graph = GRAPHS_BY_NAME[int8_graph]
-    if graph not in possible:
-        names = [g.name for g in possible]
-        why = f"equalize={equalize}" if equalize is not None and graph.equalize != equalize else f"the {form} form"
-        raise ExportError(f"int8_graph {int8_graph!r} cannot be made from a model in {why}; it can give {names}"
-                          + ("" if graph.keep_identity is False else " (the training form gives all four)"))
-    return [graph]
-
-
-def _held_out_split(model, calibration: np.ndarray, held_out: Optional[np.ndarray]):
-    """(calibration, held-out): the caller's held-out inputs, or a fifth of the calibration."""
-    if held_out is not None:
-        return calibration, _checked_samples(model, held_out, "held_out")
-    keep = max(4, len(calibration) // 5)
-    if len(calibration) - keep < MIN_CALIBRATION_SAMPLES:
-        raise ExportError(
-            f"choosing the int8 graph holds out {keep} of the {len(calibration)} calibration samples, leaving "
-            f"fewer than {MIN_CALIBRATION_SAMPLES}: give at least {MIN_CALIBRATION_SAMPLES + 4}, "
-            "pass held_out, or name an int8_graph"
-        )
-    return calibration[:-keep], calibration[-keep:]
-
-
 def _as_pixels(x: Optional[np.ndarray], description) -> Optional[np.ndarray]:
     if x is None:
         return None
     return denormalize(x, description.preprocessing)
-
-
-def _float_graph(model, equalize: bool):
-    """One conv per block; the caller's model is not changed."""
-    from keras_repvgg.model import clone_with_weights
-    from keras_repvgg.reparameterization import is_training_form, reparameterize
-
-    if is_training_form(model):
-        model = reparameterize(model)
-    elif equalize:
-        model = clone_with_weights(model)
-    if equalize:
-        from keras_repvgg.equalization import equalize as equalize_ranges
-
-        equalize_ranges(model)
-    return model
-
-
-def _int8_graph_model(model, graph: Int8Graph):
-    """The Keras model whose int8 file is `graph`; the caller's model is not changed."""
-    from keras_repvgg.model import clone_with_weights
-    from keras_repvgg.reparameterization import is_training_form, reparameterize
-
-    if is_training_form(model):
-        model = reparameterize(model, keep_identity=graph.keep_identity)
-    elif graph.equalize:
-        model = clone_with_weights(model)  # equalization edits weights in place
-    if graph.equalize:
-        from keras_repvgg.equalization import equalize as equalize_ranges
-
-        equalize_ranges(model)
-    return model
-
-
-def _search(model, graphs: list[Int8Graph], held_out: np.ndarray, batch_size: int,
-            convert: Callable) -> tuple[bytes, dict]:
-    """Every candidate's file, scored on the held-out inputs against the float model."""
-    from .runtime import TFLiteRunner, compare_logits
-
-    n = len(held_out) // batch_size * batch_size
-    if n == 0:
-        raise ExportError(f"{len(held_out)} held-out samples do not fill one batch of {batch_size}")
-    x = held_out[:n]
-    # The float model as a file with the same input and output: its logits are the reference.
-    reference = TFLiteRunner(convert(_float_graph(model, False), "float32"), before_softmax=True)(x)
-    files, rows = {}, []
-    for graph in graphs:
-        files[graph.name] = convert(_int8_graph_model(model, graph), "int8")
-        scores = compare_logits(TFLiteRunner(files[graph.name], before_softmax=True)(x), reference)
-        rows.append({"graph": graph.name, "rel_l2": round(scores["rel_l2"], 5),
-                     "top1_agreement": round(scores["top1_agreement"], 4), "speed_rank": graph.speed_rank})
-    chosen = choose({row["graph"]: row["rel_l2"] for row in rows})
-    limit = tolerated_error(min(row["rel_l2"] for row in rows))
-    for row in rows:
-        row["within_tolerance"] = bool(row["rel_l2"] <= limit)
-    choice = {"graph": chosen, "chosen_by": "held-out error", "held_out_samples": n,
-              "tolerance": f"{TOLERANCE_RATIO} x best + {TOLERANCE_MARGIN}", "candidates": rows}
-    return files[chosen], choice
 
 
 def _convert(serving_model, quantization: str, calibration: Optional[np.ndarray], io_dtype: str) -> bytes:
@@ -338,75 +228,3 @@ def _convert(serving_model, quantization: str, calibration: Optional[np.ndarray]
         return converter.convert()
 
 
-def standard_metadata(description, has_labels: bool, quantization: str, io_dtype: str) -> bytes:
-    """The TFLITE_METADATA of an export of the model `description` describes (its head and
-    input as in the file)."""
-    from keras_repvgg.configs import get_variant
-
-    p = description.preprocessing
-    if description.takes_pixels:  # 0-255 in: MediaPipe passes the pixels as they are
-        mean, std, value_range = [0.0], [1.0], (0.0, PIXEL_MAX)
-    else:  # normalized in: MediaPipe computes (pixel - mean) / std with them in 0-255 units
-        mean, std = (a.tolist() for a in pixel_mean_std(p))
-        scale, offset = scale_and_offset(p)  # pixel 0 becomes offset, pixel 255 255 scale + offset
-        value_range = (float(offset.min()), float((PIXEL_MAX * scale + offset).max()))
-    head = description.head
-    what = meaning(head, description.classifier_activation)
-    keras_name = get_variant(description.variant).keras_name
-    return metadata_flatbuffer(
-        name=f"{keras_name} ({description.variant})",
-        description=f"RepVGG image classifier ({quantization}, {io_dtype} input), exported by keras-repvgg. {what}",
-        version=description.source or "",
-        author="keras-repvgg",
-        license=description.license or "",
-        image=ImageInput("image", int(p.input_size), mean, std, value_range),
-        output=ScoresOutput(output_name(head), what, LABELS_FILE if has_labels else None),
-    )
-
-
-def attach_files(data: bytes, labels: Optional[Sequence[str]] = None, metadata: Optional[dict] = None) -> bytes:
-    """Append labels.txt and our metadata as a zip, TFLite's associated-file layout.
-
-    Flatbuffer readers ignore trailing bytes; zip readers find the archive at the end.
-    """
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
-        for name, text in ((LABELS_FILE, "\n".join(labels or []) + "\n" if labels else None),
-                           (METADATA_FILE, json.dumps(metadata, indent=1) if metadata else None)):
-            if text is not None:
-                # A fixed timestamp: the same model exports to the same bytes.
-                z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), text)
-    return data + archive.getvalue()
-
-
-def attach_labels(data: bytes, labels: Sequence[str]) -> bytes:
-    return attach_files(data, labels=labels)
-
-
-def _read(data: bytes, name: str) -> Optional[str]:
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            return z.read(name).decode()
-    except (zipfile.BadZipFile, KeyError):
-        return None
-
-
-def read_labels(data: bytes) -> Optional[list[str]]:
-    """The labels stored in the file, or None."""
-    text = _read(data, LABELS_FILE)
-    return text.splitlines() if text is not None else None
-
-
-def read_metadata(data: bytes) -> Optional[dict]:
-    """How the file wants its input (see `export_tflite`), or None for files made elsewhere."""
-    text = _read(data, METADATA_FILE)
-    return json.loads(text) if text is not None else None
-
-
-def write_tflite(data: bytes, path: "str | os.PathLike[str]") -> Path:
-    """Write .tflite bytes atomically (temporary file, then rename)."""
-    from keras_repvgg.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)

@@ -7,7 +7,7 @@ which cannot live beside TensorFlow 2.21. The table layouts follow the public me
 (version 1.5, file identifier "M001"); each field is a vtable slot in declaration order, and a
 union takes two slots, its type then its value. The file is stored in the model's `metadata`
 list under the name TFLITE_METADATA, pointing at a buffer of its own; associated files (the
-labels) travel in the zip appended to the model (see `export.attach_files`).
+labels) travel in the zip appended to the model (see `files.attach_files`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ import dataclasses
 from typing import Optional, Sequence
 
 import numpy as np
+
+from keras_repvgg.description import LABELS_FILE
+from keras_repvgg.heads import meaning, output_name
+from keras_repvgg.transform import PIXEL_MAX, pixel_mean_std, scale_and_offset
 
 METADATA_NAME = "TFLITE_METADATA"
 FILE_IDENTIFIER = b"M001"
@@ -161,3 +165,29 @@ def read_metadata_flatbuffer(model: bytes) -> Optional[bytes]:
         if entry.Name() in (METADATA_NAME.encode(), METADATA_NAME):
             return root.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
     return None
+
+
+def standard_metadata(description, has_labels: bool, quantization: str, io_dtype: str) -> bytes:
+    """The TFLITE_METADATA of an export of the model `description` describes (its head and
+    input as in the file)."""
+    from keras_repvgg.configs import get_variant
+
+    p = description.preprocessing
+    if description.takes_pixels:  # 0-255 in: MediaPipe passes the pixels as they are
+        mean, std, value_range = [0.0], [1.0], (0.0, PIXEL_MAX)
+    else:  # normalized in: MediaPipe computes (pixel - mean) / std with them in 0-255 units
+        mean, std = (a.tolist() for a in pixel_mean_std(p))
+        scale, offset = scale_and_offset(p)  # pixel 0 becomes offset, pixel 255 255 scale + offset
+        value_range = (float(offset.min()), float((PIXEL_MAX * scale + offset).max()))
+    head = description.head
+    what = meaning(head, description.classifier_activation)
+    keras_name = get_variant(description.variant).keras_name
+    return metadata_flatbuffer(
+        name=f"{keras_name} ({description.variant})",
+        description=f"RepVGG image classifier ({quantization}, {io_dtype} input), exported by keras-repvgg. {what}",
+        version=description.source or "",
+        author="keras-repvgg",
+        license=description.license or "",
+        image=ImageInput("image", int(p.input_size), mean, std, value_range),
+        output=ScoresOutput(output_name(head), what, LABELS_FILE if has_labels else None),
+    )

@@ -84,7 +84,7 @@ def evaluate_tflite(data: bytes, model, inputs: np.ndarray) -> dict[str, Any]:
     from keras_repvgg.model import describe
     from keras_repvgg.transform import PIXEL_MAX, denormalize, normalize, softmax
 
-    from .export import read_metadata
+    from .files import read_metadata
 
     ours, meta = describe(model), read_metadata(data)
     exported = from_export_metadata(meta) if meta is not None else ours
