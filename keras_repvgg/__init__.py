@@ -28,6 +28,8 @@ _EXPORTS = {
     "load_artifact": "loading",
     "save_model": "io",
     "load_model": "io",
+    "ExportOptions": "phone",
+    "export_for_phone": "phone",
     "preprocess_input": "preprocessing",
     "load_image": "preprocessing",
     "load_images": "preprocessing",

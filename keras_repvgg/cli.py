@@ -63,67 +63,37 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _load_model(args: argparse.Namespace):
     """MODEL: a .keras file, or any SOURCE that convert takes. What it is travels in it."""
-    from keras_repvgg.converters import AlreadyFusedError
+    from .phone import load_for_export
 
-    from .artifacts import ArtifactKind, file_kind
-    from .loading import KERAS_MODELS, load_artifact
-
-    options = dict(input_size=args.input_size, include_preprocessing=args.include_preprocessing)
-    if getattr(args, "quantization", None) == "int8" and file_kind(args.model, KERAS_MODELS) is ArtifactKind.CHECKPOINT:
-        # int8 is far more accurate from the branches (identity kept apart, see export_tflite).
-        try:
-            return load_artifact(args.model, KERAS_MODELS, args.arch, form="train", **options).model
-        except AlreadyFusedError:
-            print("note: the checkpoint is already fused; int8 uses the one-conv-per-block graph")
-    return load_artifact(args.model, KERAS_MODELS, args.arch, **options).model
-
-
-def _calibration(args, model):
-    """(calibration, held-out) arrays from a folder of images, or (None, random held-out)."""
-    import numpy as np
-
-    from .model import describe
-    from .preprocessing import image_files, load_images
-    from .transform import PIXEL_MAX, denormalize
-
-    description = describe(model)
-    shape = tuple(model.input_shape[1:])
-    normalize = not description.takes_pixels
-    if not args.calibration:
-        held_out = np.random.default_rng(0).standard_normal((8,) + shape).astype(np.float32)
-        if not normalize:  # the model takes 0-255 RGB: the same draws, as pixels
-            held_out = np.clip(denormalize(held_out, description.preprocessing), 0, PIXEL_MAX).astype(np.float32)
-        return None, held_out
-    files = image_files(args.calibration)
-    images = load_images(files, description.preprocessing, normalize=normalize) if files else np.zeros((0,) + shape)
-    keep = max(4, len(images) // 5)  # held out from calibration, to measure the error on
-    return images[:-keep], images[-keep:]
+    model, notes = load_for_export(args.model, getattr(args, "quantization", "float32"), args.arch,
+                                   input_size=args.input_size, include_preprocessing=args.include_preprocessing)
+    for note in notes:
+        print(f"note: {note}")
+    return model
 
 
 def _cmd_export_tflite(args: argparse.Namespace) -> int:
     from keras_repvgg.tflite import (
         TFLiteRunner,
         check_gpu,
-        evaluate_tflite,
-        export_tflite,
         gpu_static_problems,
         model_ops,
         read_metadata,
-        write_tflite,
     )
 
     from .description import from_export_metadata
+    from .phone import ExportOptions, export_for_phone
 
-    model = _load_model(args)
-    calibration, held_out = _calibration(args, model)
-    data = export_tflite(
-        model, args.quantization, calibration=calibration, io_dtype=args.io_dtype,
-        batch_size=args.batch_size, equalize=False if args.no_equalize else None,
-        output="logits" if args.logits else "probabilities",
-        input="normalized" if args.normalized_input else "pixels",
-        int8_graph=args.int8_graph, held_out=held_out if calibration is not None else None,
+    options = ExportOptions(
+        args.quantization, args.io_dtype, args.batch_size, equalize=False if args.no_equalize else None,
+        output="logits" if args.logits else "probabilities", input="normalized" if args.normalized_input else "pixels",
+        int8_graph=args.int8_graph,
     )
-    write_tflite(data, args.output)
+    done = export_for_phone(args.model, args.output, options, args.calibration, args.arch,
+                            input_size=args.input_size, include_preprocessing=args.include_preprocessing)
+    for note in done.notes:
+        print(f"note: {note}")
+    data, report = done.data, done.report
     meta = read_metadata(data)
     assert meta is not None  # every export carries its description
     exported = from_export_metadata(meta)
@@ -136,7 +106,6 @@ def _cmd_export_tflite(args: argparse.Namespace) -> int:
     print(f"ops: {', '.join(f'{op.name} x{op.count}' for op in model_ops(data))}")
     if "int8" in meta:
         _print_int8_choice(meta["int8"])
-    report = evaluate_tflite(data, model, held_out)
     print(
         f"vs Keras on {report['samples']} held-out inputs: max abs {report['max_abs']:.3g}, "
         f"relative L2 {report['rel_l2']:.3g}, top-1 agreement {report['top1_agreement']:.1%}"
@@ -240,7 +209,7 @@ def _cmd_check_gpu(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from keras_repvgg.tflite.int8_graphs import AUTO, GRAPHS_BY_NAME  # numpy only
+    from .phone import ExportOptions  # numpy only: the choices, without TensorFlow
 
     parser = argparse.ArgumentParser(
         prog="keras-repvgg", description="RepVGG image classifiers for TensorFlow/Keras."
@@ -277,9 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = export.add_parser("tflite", help="export a .tflite model for mobile GPU delegates")
     p.add_argument("model", help="a .keras file, or any SOURCE that convert takes")
     p.add_argument("-o", "--output", required=True, help="output .tflite file")
-    p.add_argument("--quantization", choices=("float32", "float16", "dynamic-int8", "int8"), default="float32")
+    choices = ExportOptions.choices()
+    p.add_argument("--quantization", choices=choices["quantization"], default="float32")
     p.add_argument("--calibration", help="folder of images for int8 calibration (some are held out)")
-    p.add_argument("--io-dtype", choices=("float32", "uint8", "int8"), default="float32")
+    p.add_argument("--io-dtype", choices=choices["io_dtype"], default="float32")
     p.add_argument("--include-preprocessing", action="store_true", help="0-255 RGB input (SOURCE only)")
     p.add_argument("--arch", help="variant name, for a SOURCE")
     p.add_argument("--input-size", type=int, help="input height and width, for a SOURCE")
@@ -287,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-equalize", action="store_true", help="int8: only graphs without cross-layer equalization"
     )
-    p.add_argument("--int8-graph", choices=(AUTO, *GRAPHS_BY_NAME), default=AUTO,
+    p.add_argument("--int8-graph", choices=choices["int8_graph"], default="auto",
                    help="int8: the graph to make; auto scores every candidate on the held-out images "
                         "and keeps the fastest within the tolerance of the best")
     p.add_argument("--normalized-input", action="store_true",

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CORE = {"artifacts", "atomic", "backend", "configs", "description", "errors", "fusion", "heads", "io", "labels", "layout", "lazy",
         "model", "names", "parameters", "preprocessing", "reparameterization", "equalization", "registration",
         "saved_layers", "transform"}
-FRONT = {"__init__", "__main__", "applications", "cli", "predict", "inputs", "loading", "records", "beam"}
+FRONT = {"__init__", "__main__", "applications", "cli", "predict", "inputs", "loading", "phone", "records", "beam"}
 OPTIONAL = {"beam": "apache_beam"}  # front-door modules of optional extras: no other module imports them
 # Which layers each layer may import.
 ALLOWED = {"core": {"core"}, "converters": {"core", "converters"}, "exports": {"core", "exports"},

@@ -1,0 +1,109 @@
+"""A phone's file from any model source, in one call: what `keras-repvgg export tflite` does.
+
+`export_tflite` turns a Keras model into bytes; this is the job around it that Python users
+and the command line share: which form of the model to load (int8 is made from the
+training form, whose branches are still apart, when the source is a checkpoint), the
+calibration and held-out images from a folder, the atomic write, and the held-out error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .errors import AlreadyFusedError
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """`export_tflite`'s choices, as the command line offers them (its choices come from here)."""
+
+    quantization: str = "float32"
+    io_dtype: str = "float32"
+    batch_size: int = 1
+    equalize: Optional[bool] = None
+    output: str = "probabilities"
+    input: str = "pixels"
+    int8_graph: str = "auto"
+
+    @staticmethod
+    def choices() -> dict[str, tuple[str, ...]]:
+        """The values each option takes (numpy only: no TensorFlow import)."""
+        from keras_repvgg.tflite.export import IO_DTYPES, QUANTIZATIONS
+        from keras_repvgg.tflite.int8_graphs import AUTO, GRAPHS_BY_NAME
+
+        return {"quantization": QUANTIZATIONS, "io_dtype": IO_DTYPES, "int8_graph": (AUTO, *GRAPHS_BY_NAME),
+                "output": ("probabilities", "logits"), "input": ("pixels", "normalized")}
+
+
+@dataclasses.dataclass
+class PhoneExport:
+    """What `export_for_phone` made: the file, the Keras model it came from, the held-out
+    inputs its error was measured on, that error (`evaluate_tflite`'s report) and notes."""
+
+    path: Path
+    data: bytes
+    model: Any
+    held_out: np.ndarray
+    report: dict[str, Any]
+    notes: list[str]
+
+
+def load_for_export(source: "str | os.PathLike[str]", quantization: str, arch: Optional[str] = None,
+                    **convert_options: Any) -> tuple[Any, list[str]]:
+    """The Keras model to export from `source` (a .keras file or any checkpoint source), and
+    notes. For int8, a checkpoint is loaded in the training form: the exporter can then keep
+    the identity branch apart where that is more accurate (see `int8_graphs`)."""
+    from .artifacts import ArtifactKind, file_kind
+    from .loading import KERAS_MODELS, load_artifact
+
+    if quantization == "int8" and file_kind(source, KERAS_MODELS) is ArtifactKind.CHECKPOINT:
+        try:
+            return load_artifact(source, KERAS_MODELS, arch, form="train", **convert_options).model, []
+        except AlreadyFusedError:
+            note = "the checkpoint is already fused; int8 uses the one-conv-per-block graph"
+            return load_artifact(source, KERAS_MODELS, arch, **convert_options).model, [note]
+    return load_artifact(source, KERAS_MODELS, arch, **convert_options).model, []
+
+
+def calibration_images(folder: "str | os.PathLike[str] | None", model) -> tuple[Optional[np.ndarray], np.ndarray]:
+    """(calibration, held-out) as the model takes them: a folder's images, a fifth (at least 4)
+    held out to choose the int8 graph on and report the error; without a folder, no
+    calibration and 8 random held-out inputs (the float files' error is still measured)."""
+    from .model import describe
+    from .preprocessing import image_files, load_images
+    from .transform import PIXEL_MAX, denormalize
+
+    description = describe(model)
+    shape = tuple(model.input_shape[1:])
+    normalize = not description.takes_pixels
+    if not folder:
+        held_out = np.random.default_rng(0).standard_normal((8,) + shape).astype(np.float32)
+        if not normalize:  # the model takes 0-255 RGB: the same draws, as pixels
+            held_out = np.clip(denormalize(held_out, description.preprocessing), 0, PIXEL_MAX).astype(np.float32)
+        return None, held_out
+    files = image_files(folder)
+    images = load_images(files, description.preprocessing, normalize=normalize) if files else np.zeros((0,) + shape)
+    keep = max(4, len(images) // 5)
+    return images[:-keep], images[-keep:]
+
+
+def export_for_phone(source: "str | os.PathLike[str]", output: "str | os.PathLike[str]",
+                     options: ExportOptions = ExportOptions(), calibration: "str | os.PathLike[str] | None" = None,
+                     arch: Optional[str] = None, **convert_options: Any) -> PhoneExport:
+    """Load `source`, export it to `output` (atomically) with `options`, calibrating int8 on
+    the images of the folder `calibration`, and measure the file against the Keras model on
+    the held-out inputs. `convert_options`: `convert_checkpoint`'s (input_size, ...)."""
+    from keras_repvgg.tflite import evaluate_tflite, export_tflite, write_tflite
+
+    model, notes = load_for_export(source, options.quantization, arch, **convert_options)
+    calibration_set, held_out = calibration_images(calibration, model)
+    data = export_tflite(model, calibration=calibration_set,
+                         held_out=held_out if calibration_set is not None else None,
+                         **dataclasses.asdict(options))
+    path = write_tflite(data, output)
+    return PhoneExport(path, data, model, held_out, evaluate_tflite(data, model, held_out), notes)
