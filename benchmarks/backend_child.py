@@ -32,8 +32,8 @@ def _threads(backend: str, n: int) -> None:
 def main() -> None:
     threads, repeats, batches, checkpoints = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
     # JAX's CPU client uses every core (two here), as the others are told to.
-    from keras_repvgg.backend import BACKEND, KERAS_VERSION
     from keras_repvgg.converters import convert
+    from keras_repvgg.models.backend import BACKEND, KERAS_VERSION
 
     _threads(BACKEND, threads)
     ms = {}

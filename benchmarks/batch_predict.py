@@ -41,7 +41,7 @@ def write_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
 
 def _models(folder: Path, size: int) -> dict[str, Path]:
     from keras_repvgg import create_model
-    from keras_repvgg.serving import export_saved_model
+    from keras_repvgg.exports.serving import export_saved_model
     from keras_repvgg.tflite import export_tflite, write_tflite
 
     model = create_model("repvgg_a0", input_shape=(size, size, 3))  # random weights, softmax head

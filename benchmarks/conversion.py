@@ -23,7 +23,7 @@ def _checkpoints(arch: str, folder: Path) -> dict[str, Path]:
         paths[form] = folder / f"{arch}_{form}.safetensors"
         save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(paths[form]))
     # The official repository's naming, as a PyTorch pickle (read with torch).
-    from keras_repvgg.layout import official_key
+    from keras_repvgg.core.layout import official_key
 
     paths["official train .pth"] = folder / f"{arch}_official.pth"
     torch.save({official_key(k): v for k, v in model.state_dict().items()}, paths["official train .pth"])

@@ -68,7 +68,7 @@ def run(variants: list[str], size: int = 224, repeats: int = 20, rounds: int = 5
     median), so that this shared machine's drifts hit every path alike.
     """
     from keras_repvgg import get_variant
-    from keras_repvgg.parameters import deploy_multiply_adds
+    from keras_repvgg.core.parameters import deploy_multiply_adds
     from keras_repvgg.tflite import TFLiteRunner, export_tflite, read_metadata
 
     rng = np.random.default_rng(0)

@@ -18,9 +18,9 @@ from benchmarks.common import peak_rss_bytes
 
 def main(mode: str, model: str, listing: str, batch: str) -> None:
 
-    from keras_repvgg.predict import classify_files, load_predictor
-    from keras_repvgg.preprocessing import load_images
-    from keras_repvgg.records import write_records
+    from keras_repvgg.core.preprocessing import load_images
+    from keras_repvgg.front.predict import classify_files, load_predictor
+    from keras_repvgg.front.records import write_records
 
     batch_size = int(batch)
     predictor = load_predictor(model)

@@ -16,7 +16,7 @@ def run(variants: list[str], batches=(1, 8), size: int = 224, repeats: int = 20)
     import tensorflow as tf
 
     from keras_repvgg import create_model, preprocess_input
-    from keras_repvgg.serving import export_saved_model, portable_model
+    from keras_repvgg.exports.serving import export_saved_model, portable_model
 
     rows = []
     for arch in variants:

@@ -39,8 +39,8 @@ def rescaled_copy(train_form, seed: int = 0):
     """The identity-apart deploy form with every block's output channels rescaled 10x
     up or down at random: the same function, channel ranges far apart."""
     from keras_repvgg import reparameterize
-    from keras_repvgg.equalization import rescale_channels
-    from keras_repvgg.layout import REPARAM_CONV, block_of
+    from keras_repvgg.core.layout import REPARAM_CONV, block_of
+    from keras_repvgg.models.equalization import rescale_channels
 
     model = reparameterize(train_form, keep_identity=True)
     rng = np.random.default_rng(seed)
@@ -137,7 +137,7 @@ def transfer_once(seed: int, epochs_head: int = 10, epochs_tuned: int = 5) -> di
     5-9, then fine-tuned whole: held-out accuracy on 5-9 after each step, and whether
     the frozen backbone's weights stayed put."""
     from benchmarks.common import convert_timm
-    from keras_repvgg.backend import keras
+    from keras_repvgg.models.backend import keras
 
     xtr, xte, ytr, yte = digits()
     first, second = ytr < 5, yte >= 5

@@ -6,7 +6,7 @@ so that the readers and errors import without TensorFlow.
 
 from __future__ import annotations
 
-from keras_repvgg.lazy import lazy_exports
+from keras_repvgg.core.lazy import lazy_exports
 
 _EXPORTS = {
     "Converted": "conversion",

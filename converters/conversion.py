@@ -6,11 +6,11 @@ import dataclasses
 import os
 from typing import Any, Optional, Sequence
 
-from keras_repvgg.backend import keras
-from keras_repvgg.configs import VARIANTS, Preprocessing, VariantConfig, get_variant
-from keras_repvgg.description import ModelDescription
-from keras_repvgg.layout import is_fused_kernel_key
-from keras_repvgg.model import assign_weights, build
+from keras_repvgg.core.configs import VARIANTS, Preprocessing, VariantConfig, get_variant
+from keras_repvgg.core.description import ModelDescription
+from keras_repvgg.core.layout import is_fused_kernel_key
+from keras_repvgg.models.backend import keras
+from keras_repvgg.models.model import assign_weights, build
 
 from .errors import CheckpointError
 from .readers import TensorReader

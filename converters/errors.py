@@ -1,6 +1,6 @@
-"""The exceptions a conversion can end in (defined with every other in `keras_repvgg.errors`)."""
+"""The exceptions a conversion can end in (defined with every other in `keras_repvgg.core.errors`)."""
 
-from keras_repvgg.errors import (
+from keras_repvgg.core.errors import (
     AlreadyFusedError,
     CheckpointError,
     KeyMismatchError,

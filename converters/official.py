@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_repvgg.layout import official_key, timm_key
+from keras_repvgg.core.layout import official_key, timm_key
 
 from .errors import CheckpointError
 from .readers import ArrayReader

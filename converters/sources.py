@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from keras_repvgg.artifacts import CHECKPOINT_WEIGHTS, PICKLE_SUFFIXES, SAFETENSORS_SUFFIX
+from keras_repvgg.core.artifacts import CHECKPOINT_WEIGHTS, PICKLE_SUFFIXES, SAFETENSORS_SUFFIX
 
 from .errors import CheckpointError
 from .readers import SafetensorsReader, TensorReader
@@ -115,7 +115,7 @@ def checkpoint_labels(checkpoint: Checkpoint, source: "str | os.PathLike[str]", 
     it is timm's ImageNet-1k checkpoint (its pretrained_cfg tag, else a `timm/` hub id's tag, ends
     in `in1k`, timm's name for that dataset, and its head has 1000 classes). Else None: a
     1000-class head alone says nothing about what its classes are."""
-    from keras_repvgg.labels import IMAGENET_CLASSES, checked_labels, imagenet_labels
+    from keras_repvgg.core.labels import IMAGENET_CLASSES, checked_labels, imagenet_labels
 
     try:
         named = checked_labels(classes, config_value(checkpoint.config, "label_names") or None)

@@ -1,6 +1,6 @@
 """timm-named RepVGG weights -> Keras layer weights, one block at a time.
 
-A block's parts and their keys in each form are `keras_repvgg.layout`'s: `conv_kxk`
+A block's parts and their keys in each form are `keras_repvgg.core.layout`'s: `conv_kxk`
 (3x3 conv + BatchNorm), `conv_1x1` (1x1 conv + BatchNorm), `identity` (BatchNorm) and,
 once reparameterized, `reparam_conv` (3x3 conv with bias). A checkpoint may mix both
 forms. The deploy form fuses the branches; the training form takes them one to one.
@@ -13,9 +13,9 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from keras_repvgg.configs import BlockSpec, VariantConfig, block_plan, match_variant, num_features
-from keras_repvgg.fusion import BatchNorm, fuse_block, torch_to_keras_kernel
-from keras_repvgg.layout import (
+from keras_repvgg.core.configs import BlockSpec, VariantConfig, block_plan, match_variant, num_features
+from keras_repvgg.core.fusion import BatchNorm, fuse_block, torch_to_keras_kernel
+from keras_repvgg.core.layout import (
     BLOCK_KERNEL_KEY,
     HEAD,
     SE_KEY_SUFFIX,
@@ -26,7 +26,7 @@ from keras_repvgg.layout import (
     branch_kernel_key,
     fused_kernel_key,
 )
-from keras_repvgg.names import STEM
+from keras_repvgg.core.names import STEM
 
 from .errors import AlreadyFusedError, CheckpointError, ShapeMismatchError
 from .readers import TensorReader

@@ -6,40 +6,40 @@ table need no TensorFlow import.
 
 from __future__ import annotations
 
-from .configs import VARIANTS
-from .lazy import lazy_exports
-from .registration import register_when_keras_loads
+from keras_repvgg.core.configs import VARIANTS
+from keras_repvgg.core.lazy import lazy_exports
+from keras_repvgg.core.registration import register_when_keras_loads
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
     # RepVGGA0 ... RepVGGD2se: one function per row of the variant table.
-    **{variant.keras_name: "applications" for variant in VARIANTS.values()},
-    "create_model": "applications",
-    "list_models": "applications",
-    "keras": "backend",
-    "VARIANTS": "configs",
-    "Preprocessing": "configs",
-    "VariantConfig": "configs",
-    "block_plan": "configs",
-    "get_variant": "configs",
-    "ArtifactKind": "artifacts",
-    "file_kind": "artifacts",
-    "load_artifact": "loading",
-    "save_model": "io",
-    "load_model": "io",
-    "ExportOptions": "phone",
-    "export_for_phone": "phone",
-    "preprocess_input": "preprocessing",
-    "load_image": "preprocessing",
-    "load_images": "preprocessing",
-    "decode_predictions": "labels",
-    "imagenet_labels": "labels",
-    "reparameterize": "reparameterization",
-    "describe": "model",
-    "with_head": "model",
-    "ModelDescription": "description",
-    "KerasRepVGGError": "errors",
+    **{variant.keras_name: "front.applications" for variant in VARIANTS.values()},
+    "create_model": "front.applications",
+    "list_models": "front.applications",
+    "keras": "models.backend",
+    "VARIANTS": "core.configs",
+    "Preprocessing": "core.configs",
+    "VariantConfig": "core.configs",
+    "block_plan": "core.configs",
+    "get_variant": "core.configs",
+    "ArtifactKind": "core.artifacts",
+    "file_kind": "core.artifacts",
+    "load_artifact": "front.loading",
+    "save_model": "models.io",
+    "load_model": "models.io",
+    "ExportOptions": "front.phone",
+    "export_for_phone": "front.phone",
+    "preprocess_input": "core.preprocessing",
+    "load_image": "core.preprocessing",
+    "load_images": "core.preprocessing",
+    "decode_predictions": "core.labels",
+    "imagenet_labels": "core.labels",
+    "reparameterize": "models.reparameterization",
+    "describe": "models.model",
+    "with_head": "models.model",
+    "ModelDescription": "core.description",
+    "KerasRepVGGError": "core.errors",
 }
 
 __all__ = sorted(_EXPORTS)

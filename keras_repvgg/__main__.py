@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from keras_repvgg.front.cli import main
 
 sys.exit(main())

@@ -46,7 +46,7 @@ def test_layer_names_mirror_timm_modules():
 
 @pytest.mark.parametrize("form", ["train", "deploy", "deploy-identity"])
 def test_the_layout_names_every_layer_of_every_block(form):
-    from keras_repvgg.layout import block_layout
+    from keras_repvgg.core.layout import block_layout
 
     model = keras_repvgg.create_model("repvgg_d2se", form=form, input_shape=(32, 32, 3))
     expected = [s.name for spec in keras_repvgg.block_plan(keras_repvgg.get_variant("d2se"))
@@ -117,7 +117,7 @@ def test_save_and_load_round_trip_exactly(a0_checkpoints, tmp_path, suffix):
 
 
 def test_exported_functions_are_not_shadowed_by_submodules():
-    import keras_repvgg.serving  # noqa: F401  (imports the fusion module under the package)
+    import keras_repvgg.exports.serving  # noqa: F401  (imports the fusion module under the package)
     import keras_repvgg.tflite.export  # noqa: F401
 
     assert callable(keras_repvgg.reparameterize) and keras_repvgg.reparameterize.__name__ == "reparameterize"

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from keras_repvgg.cli import main
-from keras_repvgg.predict import classify_files, load_predictor
+from keras_repvgg.front.cli import main
+from keras_repvgg.front.predict import classify_files, load_predictor
 
 from helpers import photo_crops, sklearn_photos, timm_checkpoint, unreadable_images
 
@@ -43,7 +43,7 @@ def test_pipeline_on_two_worker_processes_equals_predict(a0, tmp_path):
     assert len(good) == 246 and len(bad) == 5
     pattern, prefix = str(images / "**"), tmp_path / "out" / "predictions"
     run = subprocess.run(
-        [sys.executable, "-m", "keras_repvgg.beam", "--model", str(a0 / "a0.tflite"), "--input", pattern,
+        [sys.executable, "-m", "keras_repvgg.front.beam", "--model", str(a0 / "a0.tflite"), "--input", pattern,
          "--output", str(prefix), "--batch-size", "16",
          "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
         capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -72,7 +72,7 @@ def test_model_handler_takes_bytes_and_paths(a0, tmp_path):
     from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
     from apache_beam.testing.util import assert_that
 
-    from keras_repvgg.beam import RepVGGModelHandler
+    from keras_repvgg.front.beam import RepVGGModelHandler
 
     photos = [str(p) for p in sklearn_photos()]
     junk = tmp_path / "junk.jpg"
@@ -110,13 +110,13 @@ class Blocked:
         if name.split(".")[0] == "apache_beam":
             raise ImportError("no apache_beam here")
 sys.meta_path.insert(0, Blocked())
-import keras_repvgg, keras_repvgg.cli, keras_repvgg.predict
-keras_repvgg.cli.build_parser()
+import keras_repvgg, keras_repvgg.front.cli, keras_repvgg.front.predict
+keras_repvgg.front.cli.build_parser()
 try:
-    import keras_repvgg.beam
+    import keras_repvgg.front.beam
 except ImportError as err:
     print(err)
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert "keras_repvgg.beam needs Apache Beam: pip install 'keras-repvgg[beam]'" in run.stdout
+    assert "keras_repvgg.front.beam needs Apache Beam: pip install 'keras-repvgg[beam]'" in run.stdout

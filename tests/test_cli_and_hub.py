@@ -89,8 +89,8 @@ def test_timms_imagenet_checkpoint_is_labelled_with_imagenets_names(tmp_path):
 
     from keras_repvgg import imagenet_labels, save_model
     from keras_repvgg.converters import convert_checkpoint
-    from keras_repvgg.model import describe
-    from keras_repvgg.predict import load_predictor
+    from keras_repvgg.front.predict import load_predictor
+    from keras_repvgg.models.model import describe
 
     folder = tmp_path / "a0"
     save_for_hf(make_timm_model("repvgg_a0", seed=12), folder, safe_serialization=True)
@@ -115,7 +115,7 @@ def test_convert_file_writes_a_model_that_predicts_the_same(a0_checkpoints, tmp_
 
 def test_list_shows_every_variant():
     from keras_repvgg import VARIANTS
-    from keras_repvgg.parameters import deploy_parameter_count
+    from keras_repvgg.core.parameters import deploy_parameter_count
 
     stdout = _cli("list")
     for variant in VARIANTS.values():

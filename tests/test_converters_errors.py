@@ -9,13 +9,13 @@ import sys
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from keras_repvgg.cli import main
 from keras_repvgg.converters import (
     CheckpointError,
     KeyMismatchError,
     ShapeMismatchError,
     convert,
 )
+from keras_repvgg.front.cli import main
 
 from helpers import make_timm_model, reparameterized, save_checkpoint
 

@@ -9,7 +9,7 @@ import pytest
 
 from keras_repvgg import get_variant, reparameterize
 from keras_repvgg.converters import convert_checkpoint
-from keras_repvgg.parameters import deploy_parameter_count
+from keras_repvgg.core.parameters import deploy_parameter_count
 
 from helpers import (
     G2_VARIANTS,
@@ -94,7 +94,7 @@ def test_features_match_timm_intermediates(a0_checkpoints):
 
 
 def test_include_preprocessing_takes_rgb(a0_checkpoints):
-    from keras_repvgg.configs import IMAGENET_MEAN, IMAGENET_STD
+    from keras_repvgg.core.configs import IMAGENET_MEAN, IMAGENET_STD
 
     rgb = np.random.default_rng(5).integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
     normalized = ((rgb / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).astype(np.float32)

@@ -13,12 +13,12 @@ import pytest
 
 import keras_repvgg
 from keras_repvgg import keras
-from keras_repvgg.cli import main
-from keras_repvgg.description import ModelDescription
-from keras_repvgg.errors import KerasRepVGGError
-from keras_repvgg.model import build, describe
-from keras_repvgg.predict import load_predictor, predict_files
-from keras_repvgg.preprocessing import load_images
+from keras_repvgg.core.description import ModelDescription
+from keras_repvgg.core.errors import KerasRepVGGError
+from keras_repvgg.core.preprocessing import load_images
+from keras_repvgg.front.cli import main
+from keras_repvgg.front.predict import load_predictor, predict_files
+from keras_repvgg.models.model import build, describe
 
 from helpers import sklearn_photos
 
@@ -60,7 +60,7 @@ def test_every_kind_gives_the_keras_probabilities(activation, head, tmp_path):
 def test_exports_name_outputs_for_what_they_hold(tmp_path):
     import tensorflow as tf
 
-    from keras_repvgg.serving import export_saved_model
+    from keras_repvgg.exports.serving import export_saved_model
     from keras_repvgg.tflite import TFLiteRunner, export_tflite
 
     # A classifier's file gives probabilities by default; a logits head's logits on request.
@@ -117,7 +117,7 @@ print("loaded")
 def test_importing_the_package_lets_keras_load_our_files(tmp_path):
     """Keras' own `load_model` reads our .keras file after `import keras_repvgg`, whether the
     user imported Keras before or after it; and importing the package alone loads no Keras."""
-    from keras_repvgg.registration import keras_module_name
+    from keras_repvgg.core.registration import keras_module_name
 
     model = _classifier("softmax")
     keras_repvgg.save_model(model, tmp_path / "a0.keras")
@@ -154,12 +154,12 @@ def test_a_fine_tuned_wrapper_is_described_by_its_backbone_and_its_own_head():
 
 
 def test_an_internal_error_is_not_shown_as_bad_input(monkeypatch, capsys):
-    import keras_repvgg.parameters
+    import keras_repvgg.core.parameters
 
     def broken(variant):
         raise ValueError("a bug, not the user's input")
 
-    monkeypatch.setattr(keras_repvgg.parameters, "deploy_parameter_count", broken)
+    monkeypatch.setattr(keras_repvgg.core.parameters, "deploy_parameter_count", broken)
     assert main(["list"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("keras-repvgg: internal error: ValueError: a bug") and "--debug" in err, err
@@ -179,7 +179,7 @@ def test_a_closed_pipe_is_not_an_error():
 
 
 def test_metadata_in_exports_is_the_description(tmp_path):
-    from keras_repvgg.description import from_export_metadata
+    from keras_repvgg.core.description import from_export_metadata
     from keras_repvgg.tflite import export_tflite, read_metadata
 
     model = _classifier(None)
@@ -189,7 +189,7 @@ def test_metadata_in_exports_is_the_description(tmp_path):
     default = from_export_metadata(read_metadata(export_tflite(model)))
     assert default == describe(model).replace(include_preprocessing=True, classifier_activation="softmax")
     assert (default.takes_pixels, default.head) == (True, "probabilities")
-    from keras_repvgg.serving import export_saved_model
+    from keras_repvgg.exports.serving import export_saved_model
 
     folder = export_saved_model(model, tmp_path / "s")
     meta = json.loads((folder / "assets.extra" / "keras_repvgg.json").read_text())
@@ -201,8 +201,8 @@ def test_a_feature_map_model_names_its_output_alike_in_every_export(tmp_path):
     `features` in the SavedModel's signatures and in the TFLite file alike."""
     import tensorflow as tf
 
-    from keras_repvgg.heads import output_name
-    from keras_repvgg.serving import export_saved_model
+    from keras_repvgg.core.heads import output_name
+    from keras_repvgg.exports.serving import export_saved_model
     from keras_repvgg.tflite import TFLiteRunner, export_tflite
 
     backbone = keras_repvgg.RepVGGA0(input_shape=(SIZE, SIZE, 3), include_top=False)
@@ -248,8 +248,8 @@ def test_predict_on_a_foreign_tflite_file_says_what_it_assumes(softmax, tmp_path
     its graph (a final SOFTMAX), not its output's name, and every assumption is said."""
     import tensorflow as tf
 
-    from keras_repvgg.configs import Preprocessing
-    from keras_repvgg.preprocessing import preprocess_input
+    from keras_repvgg.core.configs import Preprocessing
+    from keras_repvgg.core.preprocessing import preprocess_input
 
     layers = [keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)]
     model = keras.Sequential(layers + ([keras.layers.Softmax()] if softmax else []))

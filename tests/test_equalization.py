@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_repvgg import create_model
-from keras_repvgg.equalization import equalize, rescale_channels
+from keras_repvgg.models.equalization import equalize, rescale_channels
 
 from helpers import random_images
 

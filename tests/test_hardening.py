@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from keras_repvgg.cli import PARTIAL, main
 from keras_repvgg.converters import CheckpointError, NonFiniteWeightsError, ShapeMismatchError, convert
+from keras_repvgg.front.cli import PARTIAL, main
 
 from helpers import assert_close_to_timm, make_timm_model, random_images
 
@@ -186,7 +186,7 @@ def _convert_or_fail_cleanly(kind: str, draws: _Draws, tensors: dict, folder: Pa
     assert code == 0 and kind not in MUST_FAIL, kind
     assert sorted(p.name for p in out_dir.iterdir()) == ["out.keras"]  # and no temporary beside it
     # What converted computes what timm computes with the values the file holds.
-    from keras_repvgg.backend import keras
+    from keras_repvgg.models.backend import keras
 
     x = random_images(2, SIZE, seed=5)
     ours = np.asarray(keras.models.load_model(out)(x, training=False))
@@ -311,8 +311,8 @@ def test_predict_reads_odd_images_or_records_their_error(tmp_path, capsys, timm_
     predict's probabilities are the model's on exactly those pixels."""
     from timm.data import resolve_data_config
 
-    from keras_repvgg.predict import load_predictor
-    from keras_repvgg.preprocessing import load_image
+    from keras_repvgg.core.preprocessing import load_image
+    from keras_repvgg.front.predict import load_predictor
 
     files = _odd_images(tmp_path)
     from helpers import save_checkpoint
@@ -364,7 +364,7 @@ def test_savedmodel_image_signature_decodes_or_rejects(tmp_path):
     import tensorflow as tf
 
     from keras_repvgg import get_variant
-    from keras_repvgg.serving import decode_image
+    from keras_repvgg.exports.serving import decode_image
 
     files = _odd_images(tmp_path)
     preprocessing = get_variant("repvgg_a0").preprocessing
@@ -390,7 +390,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_repvgg.cli import main
+from keras_repvgg.front.cli import main
 from keras_repvgg.converters import convert
 from keras_repvgg.tflite import export_tflite
 
@@ -410,7 +410,7 @@ def test_conversion_and_export_are_deterministic(tmp_path):
     another hash seed. The float files are also made twice here, which would show state
     that one export leaves for the next (a layer-name counter, say); int8, whose search
     makes five files, once in each process: its export also runs after others there."""
-    from keras_repvgg.backend import keras
+    from keras_repvgg.models.backend import keras
     from keras_repvgg.tflite import export_tflite
 
     from helpers import save_checkpoint

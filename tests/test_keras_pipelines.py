@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from keras_repvgg.backend import keras
+from keras_repvgg.models.backend import keras
 from keras_repvgg.converters import convert
 
 checkpoint, inputs_file = sys.argv[1], sys.argv[2]

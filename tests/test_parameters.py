@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from keras_repvgg import VARIANTS, create_model, get_variant
-from keras_repvgg.parameters import deploy_multiply_adds, deploy_parameter_count
+from keras_repvgg.core.parameters import deploy_multiply_adds, deploy_parameter_count
 
 PAPER_TABLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "repvgg_paper.csv"
 

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from keras_repvgg import decode_predictions, get_variant, imagenet_labels, load_image, preprocess_input
-from keras_repvgg.cli import PARTIAL, main
 from keras_repvgg.converters import convert
-from keras_repvgg.predict import classify_files, load_predictor
+from keras_repvgg.front.cli import PARTIAL, main
+from keras_repvgg.front.predict import classify_files, load_predictor
 
 from helpers import assert_same_top_k, make_timm_model, photo_crops, save_checkpoint, sklearn_photos, unreadable_images
 
@@ -150,7 +150,7 @@ def _probabilities(record) -> np.ndarray:
 def test_streaming_equals_the_in_memory_result(kind, models, image_folder):
     """Batches of 7 with 2 decoding threads give what one in-memory batch of every readable
     image gives; the unreadable ones are records with their error, in their place."""
-    from keras_repvgg.preprocessing import load_images
+    from keras_repvgg.core.preprocessing import load_images
 
     predictor = load_predictor(models[kind], input_size=SIZE if kind == "source" else None)
     streamed = list(classify_files(predictor, [image_folder["root"]], top=1000, batch_size=7, threads=2))
@@ -211,7 +211,7 @@ def test_predict_writes_jsonl_and_csv_whole(models, image_folder, tmp_path, caps
             raise RuntimeError("the model broke")
         return real.probabilities(pixels)
 
-    monkeypatch.setattr("keras_repvgg.predict.load_predictor", lambda *a: dataclasses.replace(real, probabilities=failing))
+    monkeypatch.setattr("keras_repvgg.front.predict.load_predictor", lambda *a: dataclasses.replace(real, probabilities=failing))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     for name in ("out.jsonl", "out.csv", "new.jsonl"):
         assert main(["predict", model, *inputs, "--batch-size", "4", "-o", str(tmp_path / name)]) == 1, calls

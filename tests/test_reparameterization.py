@@ -10,8 +10,8 @@ import torch
 
 import keras_repvgg
 from keras_repvgg import keras, reparameterize
-from keras_repvgg.cli import main
 from keras_repvgg.converters import CheckpointError, KeyMismatchError, convert, convert_checkpoint
+from keras_repvgg.front.cli import main
 
 from helpers import (
     assert_close_to_timm,

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from keras_repvgg import get_variant
-from keras_repvgg.cli import main
 from keras_repvgg.converters import convert_checkpoint
-from keras_repvgg.errors import KerasRepVGGError
-from keras_repvgg.serving import WARMUP_FILE, decode_image, export_saved_model, xla_must_compile_functions
+from keras_repvgg.core.errors import KerasRepVGGError
+from keras_repvgg.exports.serving import WARMUP_FILE, decode_image, export_saved_model, xla_must_compile_functions
+from keras_repvgg.front.cli import main
 
 from helpers import assert_same_top_k, make_timm_model, random_images, save_checkpoint, sklearn_photos
 
@@ -83,7 +83,7 @@ def test_layout_and_no_xla(served):
 
 def test_the_check_finds_keras_native_grouped_convolution(served, tmp_path):
     """Control for the test above: Keras' own grouped Conv2D does bring XLA in."""
-    from keras_repvgg.backend import LEGACY_KERAS, keras
+    from keras_repvgg.models.backend import LEGACY_KERAS, keras
 
     result, _ = served
     archive = keras.export.ExportArchive() if not LEGACY_KERAS else __import__("tf_keras").export.ExportArchive()
@@ -121,7 +121,7 @@ def test_fresh_process_on_plain_kernels_matches_keras(served, tmp_path):
     # The image signature against Pillow decoding and timm's eval transform (see below).
     import tensorflow as tf
 
-    from keras_repvgg.preprocessing import load_image
+    from keras_repvgg.core.preprocessing import load_image
 
     photos = np.stack([load_image(p, result.preprocessing) for p in PHOTOS])
     expected = tf.nn.softmax(result.model.predict(photos, verbose=0)).numpy()
@@ -192,7 +192,7 @@ def test_saved_model_cli_show_and_run(served, tmp_path):
 
 def test_versions_are_atomic_and_never_overwritten(served, tmp_path, monkeypatch):
     result, _ = served
-    import keras_repvgg.serving as serving
+    import keras_repvgg.exports.serving as serving
 
     def broken(*args):
         raise OSError("disk full")

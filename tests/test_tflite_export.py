@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_repvgg.cli import main
 from keras_repvgg.converters import convert
-from keras_repvgg.errors import KerasRepVGGError
+from keras_repvgg.core.errors import KerasRepVGGError
+from keras_repvgg.front.cli import main
 from keras_repvgg.tflite import (
     ExportError,
     TFLiteRunner,
@@ -65,7 +65,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def pixels_and_normalized(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """0-255 RGB pixels, and the same normalized as timm's transform does (ImageNet's mean and std)."""
-    from keras_repvgg.configs import IMAGENET_MEAN, IMAGENET_STD
+    from keras_repvgg.core.configs import IMAGENET_MEAN, IMAGENET_STD
 
     pixels = np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 3)).astype(np.float32)
     return pixels, ((pixels / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).astype(np.float32)

@@ -8,7 +8,7 @@ import pytest
 
 from keras_repvgg import reparameterize
 from keras_repvgg.converters import convert
-from keras_repvgg.equalization import equalize
+from keras_repvgg.models.equalization import equalize
 from keras_repvgg.tflite import TFLiteRunner, export_tflite, model_ops, read_metadata
 from keras_repvgg.tflite.int8_graphs import GRAPHS_BY_NAME, choose, tolerated_error
 

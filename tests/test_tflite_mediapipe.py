@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_repvgg.cli import main
 from keras_repvgg.converters import convert
-from keras_repvgg.model import describe
-from keras_repvgg.preprocessing import preprocess_input
+from keras_repvgg.core.preprocessing import preprocess_input
+from keras_repvgg.front.cli import main
+from keras_repvgg.models.model import describe
 
 from helpers import KERAS3_ONLY, assert_same_top_k, make_timm_model, save_checkpoint, sklearn_photos
 

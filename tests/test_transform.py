@@ -11,9 +11,9 @@ import io
 import numpy as np
 import pytest
 
-from keras_repvgg.configs import Preprocessing
-from keras_repvgg.preprocessing import load_image
-from keras_repvgg.transform import INTERPOLATIONS
+from keras_repvgg.core.configs import Preprocessing
+from keras_repvgg.core.preprocessing import load_image
+from keras_repvgg.core.transform import INTERPOLATIONS
 
 # (height, width): tiny, strips both ways (the Pillow path crops before resizing these), odd
 # sides, square, and larger than the crop (downscaling, where the antialiasing filters act).
@@ -42,7 +42,7 @@ MAX_DIFFERING = 0.02
 
 def _off_ties(height: int, width: int, p: Preprocessing) -> np.ndarray:
     """(size, size) mask of the crop's pixels whose nearest source pixel is not a tie."""
-    from keras_repvgg.transform import crop_offsets, resized_shape
+    from keras_repvgg.core.transform import crop_offsets, resized_shape
 
     new_h, new_w = resized_shape(height, width, p)
     top, left = crop_offsets(new_h, new_w, p.input_size)
@@ -79,7 +79,7 @@ def _timm_pixels(data: bytes, p: Preprocessing) -> np.ndarray:
 def test_pillow_and_tensorflow_give_the_same_pixels(method):
     import tensorflow as tf
 
-    from keras_repvgg.serving import decode_image
+    from keras_repvgg.exports.serving import decode_image
 
     worst, most, worst_timm = 0.0, 0.0, 0.0
     for size, crop_pct in SIZES:

@@ -3,7 +3,7 @@
 Importing this package does not import TensorFlow; `export_tflite` does, when called.
 """
 
-from keras_repvgg.errors import ExportError
+from keras_repvgg.core.errors import ExportError
 
 from .export import IO_DTYPES, QUANTIZATIONS, export_tflite
 from .files import attach_files, attach_labels, read_labels, read_metadata, write_tflite

@@ -14,10 +14,10 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from keras_repvgg.description import export_metadata
-from keras_repvgg.errors import ExportError, HeadNotExportableError
-from keras_repvgg.heads import output_name
-from keras_repvgg.transform import denormalize
+from keras_repvgg.core.description import export_metadata
+from keras_repvgg.core.errors import ExportError, HeadNotExportableError
+from keras_repvgg.core.heads import output_name
+from keras_repvgg.core.transform import denormalize
 
 from .files import attach_files
 from .int8_graphs import AUTO, GRAPHS_BY_NAME, Int8Graph
@@ -41,8 +41,8 @@ def _serving_model(model, batch_size: int, uint8_pixels: bool, normalize: bool, 
     uint8_pixels: the input is uint8 (cast to float inside); normalize: 0-255 pixels are
     normalized inside with the model's mean and std; softmax: logits become probabilities.
     """
-    from keras_repvgg.backend import LEGACY_KERAS, keras
-    from keras_repvgg.model import describe, graph_softmax, pixel_normalization
+    from keras_repvgg.models.backend import LEGACY_KERAS, keras
+    from keras_repvgg.models.model import describe, graph_softmax, pixel_normalization
 
     shape = tuple(model.input_shape[1:])
     if any(d is None for d in shape):
@@ -132,13 +132,13 @@ def export_tflite(
     TENSOR_AXIS_LABELS file, the model's name, version and licence), and our description
     of the file (`keras_repvgg.json`), which `keras-repvgg predict` reads.
     """
-    from keras_repvgg.backend import require_backend
+    from keras_repvgg.models.backend import require_backend
 
     # TFLite's converter takes a Keras model on TensorFlow, and on JAX through its StableHLO
     # route (measured: the same builtin ops, outputs and GPU-delegate results); not on torch.
     require_backend("TFLite export", ("tensorflow", "jax"), "TFLite's converter takes no torch-backend model", ExportError)
-    from keras_repvgg.labels import checked_labels
-    from keras_repvgg.model import describe
+    from keras_repvgg.core.labels import checked_labels
+    from keras_repvgg.models.model import describe
 
     _check_options(quantization, io_dtype, output, input)
     description = describe(model)

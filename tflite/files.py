@@ -13,8 +13,8 @@ import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from keras_repvgg.atomic import atomic_path
-from keras_repvgg.description import LABELS_FILE, METADATA_FILE
+from keras_repvgg.core.atomic import atomic_path
+from keras_repvgg.core.description import LABELS_FILE, METADATA_FILE
 
 
 def attach_files(data: bytes, labels: Optional[Sequence[str]] = None, metadata: Optional[dict] = None) -> bytes:

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from keras_repvgg.errors import ExportError
+from keras_repvgg.core.errors import ExportError
 
 from .int8_graphs import AUTO, GRAPHS_BY_NAME, TOLERANCE_MARGIN, TOLERANCE_RATIO, Int8Graph, candidates, choose, tolerated_error
 
@@ -63,15 +63,15 @@ def held_out_split(model, calibration: np.ndarray, held_out: Optional[np.ndarray
 
 def float_graph(model, equalize: bool):
     """One conv per block; the caller's model is not changed."""
-    from keras_repvgg.model import clone_with_weights
-    from keras_repvgg.reparameterization import is_training_form, reparameterize
+    from keras_repvgg.models.model import clone_with_weights
+    from keras_repvgg.models.reparameterization import is_training_form, reparameterize
 
     if is_training_form(model):
         model = reparameterize(model)
     elif equalize:
         model = clone_with_weights(model)
     if equalize:
-        from keras_repvgg.equalization import equalize as equalize_ranges
+        from keras_repvgg.models.equalization import equalize as equalize_ranges
 
         equalize_ranges(model)
     return model
@@ -79,15 +79,15 @@ def float_graph(model, equalize: bool):
 
 def int8_graph_model(model, graph: Int8Graph):
     """The Keras model whose int8 file is `graph`; the caller's model is not changed."""
-    from keras_repvgg.model import clone_with_weights
-    from keras_repvgg.reparameterization import is_training_form, reparameterize
+    from keras_repvgg.models.model import clone_with_weights
+    from keras_repvgg.models.reparameterization import is_training_form, reparameterize
 
     if is_training_form(model):
         model = reparameterize(model, keep_identity=graph.keep_identity)
     elif graph.equalize:
         model = clone_with_weights(model)  # equalization edits weights in place
     if graph.equalize:
-        from keras_repvgg.equalization import equalize as equalize_ranges
+        from keras_repvgg.models.equalization import equalize as equalize_ranges
 
         equalize_ranges(model)
     return model

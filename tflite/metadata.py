@@ -17,9 +17,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from keras_repvgg.description import LABELS_FILE
-from keras_repvgg.heads import meaning, output_name
-from keras_repvgg.transform import PIXEL_MAX, pixel_mean_std, scale_and_offset
+from keras_repvgg.core.description import LABELS_FILE
+from keras_repvgg.core.heads import meaning, output_name
+from keras_repvgg.core.transform import PIXEL_MAX, pixel_mean_std, scale_and_offset
 
 METADATA_NAME = "TFLITE_METADATA"
 FILE_IDENTIFIER = b"M001"
@@ -170,7 +170,7 @@ def read_metadata_flatbuffer(model: bytes) -> Optional[bytes]:
 def standard_metadata(description, has_labels: bool, quantization: str, io_dtype: str) -> bytes:
     """The TFLITE_METADATA of an export of the model `description` describes (its head and
     input as in the file)."""
-    from keras_repvgg.configs import get_variant
+    from keras_repvgg.core.configs import get_variant
 
     p = description.preprocessing
     if description.takes_pixels:  # 0-255 in: MediaPipe passes the pixels as they are

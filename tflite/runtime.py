@@ -80,9 +80,9 @@ def evaluate_tflite(data: bytes, model, inputs: np.ndarray) -> dict[str, Any]:
     model normalized input, both see the same whole pixels; where the file adds a softmax
     to the model's logits, the comparison is of probabilities.
     """
-    from keras_repvgg.description import from_export_metadata
-    from keras_repvgg.model import describe
-    from keras_repvgg.transform import PIXEL_MAX, denormalize, normalize, softmax
+    from keras_repvgg.core.description import from_export_metadata
+    from keras_repvgg.core.transform import PIXEL_MAX, denormalize, normalize, softmax
+    from keras_repvgg.models.model import describe
 
     from .files import read_metadata
 

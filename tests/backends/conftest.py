@@ -6,7 +6,7 @@ the TensorFlow passes (Keras 3 and tf-keras) skip this folder without importing 
 
 from __future__ import annotations
 
-from keras_repvgg.backend import BACKEND
+from keras_repvgg.models.backend import BACKEND
 
 OTHER_BACKENDS = ("jax", "torch")
 collect_ignore_glob = [] if BACKEND in OTHER_BACKENDS else ["test_*.py"]

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 import keras_repvgg
-from keras_repvgg.backend import BACKEND
 from keras_repvgg.converters import convert_checkpoint
+from keras_repvgg.models.backend import BACKEND
 
 
 def main(folder: Path, checkpoint: "str | None") -> None:

@@ -13,11 +13,11 @@ from test_cli_and_hub import HUB_ID, hub_cache  # noqa: F401  (the offline hub c
 
 import keras_repvgg
 from keras_repvgg import keras
-from keras_repvgg.backend import BACKEND
-from keras_repvgg.cli import main
 from keras_repvgg.converters import convert_checkpoint
-from keras_repvgg.errors import KerasRepVGGError
-from keras_repvgg.model import describe
+from keras_repvgg.core.errors import KerasRepVGGError
+from keras_repvgg.front.cli import main
+from keras_repvgg.models.backend import BACKEND
+from keras_repvgg.models.model import describe
 
 from helpers import (
     assert_close_to_timm,
@@ -132,7 +132,7 @@ def test_exports_run_where_they_are_sound_and_say_how_elsewhere(a0_checkpoints, 
     """Measured (docs/backends.md): TFLite from JAX goes through TFLite's
     StableHLO route to the same builtin ops and outputs; from torch TFLite's converter takes
     no model. A SavedModel from either is one XlaCallModule op, which TF Serving cannot run."""
-    from keras_repvgg.serving import export_saved_model
+    from keras_repvgg.exports.serving import export_saved_model
     from keras_repvgg.tflite import ExportError, evaluate_tflite, export_tflite, model_ops
 
     model = convert_checkpoint(a0_checkpoints["fused"], input_size=64).model

@@ -6,8 +6,8 @@ import zlib
 
 import pytest
 
-from keras_repvgg.backend import BACKEND
 from keras_repvgg.converters import convert_checkpoint
+from keras_repvgg.models.backend import BACKEND
 
 from helpers import (
     G2_VARIANTS,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from roundtrip_child import main as run_side
 
-from keras_repvgg.backend import BACKEND
+from keras_repvgg.models.backend import BACKEND
 
 from helpers import assert_close_to_timm
 
@@ -35,7 +35,7 @@ def _child(backend: str, folder: Path, *args: str) -> None:
 def test_keras_files_load_across_backends(a0_checkpoints, tmp_path):
     """The training form with in-graph preprocessing: BatchNorm, both convolutions, the
     identity branch, Rescaling and Normalization, and the Description layer all travel."""
-    from keras_repvgg.configs import IMAGENET_MEAN, IMAGENET_STD
+    from keras_repvgg.core.configs import IMAGENET_MEAN, IMAGENET_STD
 
     from helpers import torch_logits
 

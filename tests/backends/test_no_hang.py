@@ -16,7 +16,7 @@ import sys
 import pytest
 
 import keras_repvgg
-from keras_repvgg.backend import BACKEND
+from keras_repvgg.models.backend import BACKEND
 
 STEPS = 100  # the strided kernel hung within 4 steps of A0 in 4 of 6 runs, and within 200 always
 
@@ -25,8 +25,8 @@ STEPS = 100  # the strided kernel hung within 4 steps of A0 in 4 of 6 runs, and 
 CHILD = r"""
 import numpy as np
 from keras_repvgg import keras
-from keras_repvgg.configs import BlockSpec
-from keras_repvgg.model import repvgg_block
+from keras_repvgg.core.configs import BlockSpec
+from keras_repvgg.models.model import repvgg_block
 keras.utils.set_random_seed(0)
 image = keras.Input((32, 32, 3))
 x = repvgg_block(image, BlockSpec("stem", 3, 48, 2, 1, 0), form="train")

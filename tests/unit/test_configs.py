@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from keras_repvgg.configs import VARIANTS, block_plan, get_variant, match_variant
-from keras_repvgg.errors import KerasRepVGGError
+from keras_repvgg.core.configs import VARIANTS, block_plan, get_variant, match_variant
+from keras_repvgg.core.errors import KerasRepVGGError
 
 
 def test_every_variant_has_the_papers_depths_and_the_stem_rule():

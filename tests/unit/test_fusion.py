@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keras_repvgg.fusion import BatchNorm, fuse_block, fuse_block_keep_identity, torch_to_keras_kernel
+from keras_repvgg.core.fusion import BatchNorm, fuse_block, fuse_block_keep_identity, torch_to_keras_kernel
 
 
 def _conv(x: np.ndarray, kernel: np.ndarray, groups: int) -> np.ndarray:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from keras_repvgg.artifacts import ArtifactKind, file_kind, kind_by_name
 from keras_repvgg.converters.sources import Checkpoint, checkpoint_labels
-from keras_repvgg.description import ModelDescription, export_metadata, from_export_metadata
-from keras_repvgg.errors import ArtifactError, HeadNotExportableError
-from keras_repvgg.heads import HEADS, OUTPUT_NAMES, head_of, output_name, served_outputs
-from keras_repvgg.labels import class_names, imagenet_labels
+from keras_repvgg.core.artifacts import ArtifactKind, file_kind, kind_by_name
+from keras_repvgg.core.description import ModelDescription, export_metadata, from_export_metadata
+from keras_repvgg.core.errors import ArtifactError, HeadNotExportableError
+from keras_repvgg.core.heads import HEADS, OUTPUT_NAMES, head_of, output_name, served_outputs
+from keras_repvgg.core.labels import class_names, imagenet_labels
 
 
 def test_every_head_but_the_five_maps_has_one_exported_name():

@@ -1,5 +1,7 @@
-"""The package's layers run one way: core <- converters, exports <- front door (read from the
-source with ast, so numpy-only). An import inside a function counts as much as one at the top."""
+"""The package's layers run one way, and its folders are those layers: `keras_repvgg/core`
+(numpy only) <- `models` (Keras) <- `converters`, `exports` and `tflite` <- `front` (read from
+the source with ast, so numpy-only). An import inside a function counts as much as one at the
+top. A module's layer is its folder's: there is no list of modules to keep."""
 
 from __future__ import annotations
 
@@ -7,42 +9,41 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CORE = {"artifacts", "atomic", "backend", "configs", "description", "errors", "fusion", "heads", "io", "labels", "layout", "lazy",
-        "model", "names", "parameters", "preprocessing", "reparameterization", "equalization", "registration",
-        "saved_layers", "transform"}
-FRONT = {"__init__", "__main__", "applications", "cli", "predict", "inputs", "loading", "phone", "records", "beam"}
-OPTIONAL = {"beam": "apache_beam"}  # front-door modules of optional extras: no other module imports them
+# The folders of keras_repvgg (converters/ and tflite/ are the top-level ones, installed there).
+FOLDERS = {"core": ROOT / "keras_repvgg" / "core", "models": ROOT / "keras_repvgg" / "models",
+           "converters": ROOT / "converters", "exports": ROOT / "keras_repvgg" / "exports",
+           "tflite": ROOT / "tflite", "front": ROOT / "keras_repvgg" / "front"}
+LAYER = {"core": "core", "models": "models", "converters": "converters", "exports": "exports", "tflite": "exports",
+         "front": "front"}
 # Which layers each layer may import.
-ALLOWED = {"core": {"core"}, "converters": {"core", "converters"}, "exports": {"core", "exports"},
-           "front": {"core", "converters", "exports", "front"}}
+ALLOWED = {"core": {"core"}, "models": {"core", "models"}, "converters": {"core", "models", "converters"},
+           "exports": {"core", "models", "exports"}, "front": set(LAYER.values())}
+OPTIONAL = {"keras_repvgg.front.beam": "apache_beam"}  # modules of optional extras: no other module imports them
 
 
 def _layer(module: str) -> str:
     parts = module.split(".")
     assert parts[0] == "keras_repvgg", module
-    if len(parts) == 1:
-        return "front"
-    if parts[1] == "converters":
-        return "converters"
-    if parts[1] in ("tflite", "serving"):
-        return "exports"
-    if parts[1] in CORE:
-        return "core"
-    assert parts[1] in FRONT, f"{module}: put it in a layer (tests/unit/test_import_layering.py)"
-    return "front"
+    if len(parts) == 1 or parts[1] == "__main__":
+        return "front"  # the package's own __init__ (the names users import) and `python -m`
+    assert parts[1] in LAYER, f"{module}: put it in one of the layer folders {sorted(FOLDERS)}"
+    return LAYER[parts[1]]
 
 
 def _modules() -> dict[str, Path]:
-    found = {}
-    for folder, package in ((ROOT / "keras_repvgg", "keras_repvgg"), (ROOT / "converters", "keras_repvgg.converters"),
-                            (ROOT / "tflite", "keras_repvgg.tflite")):
-        for path in folder.glob("*.py"):
-            found[f"{package}.{path.stem}"] = path
+    found = {"keras_repvgg": ROOT / "keras_repvgg" / "__init__.py",
+             "keras_repvgg.__main__": ROOT / "keras_repvgg" / "__main__.py"}
+    for folder, path in FOLDERS.items():
+        for module in path.glob("*.py"):
+            name = f"keras_repvgg.{folder}" if module.stem == "__init__" else f"keras_repvgg.{folder}.{module.stem}"
+            found[name] = module
+    loose = [p.name for p in (ROOT / "keras_repvgg").glob("*.py") if p.stem not in ("__init__", "__main__")]
+    assert not loose, f"modules outside the layer folders: {loose}"
     return found
 
 
 def _imports(module: str, path: Path) -> set[str]:
-    package = module.rsplit(".", 1)[0]
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
@@ -51,8 +52,10 @@ def _imports(module: str, path: Path) -> set[str]:
                 target = f"{base}.{node.module}" if node.module else base
             else:
                 target = node.module or ""
-            # `from . import names` imports the module names; `from .x import y`, the module x.
-            found = [f"{target}.{a.name}" for a in node.names] if node.module is None else [target]
+            # `from . import names` or `from keras_repvgg.core import names` imports the module
+            # names (where it is one); `from .x import y`, the module x.
+            is_layer = len(target.split(".")) == 2  # keras_repvgg.<layer>: its names are modules
+            found = [target] + ([f"{target}.{a.name}" for a in node.names] if is_layer else [])
             out |= {n for n in found if n.startswith("keras_repvgg")}
         elif isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("keras_repvgg")}
@@ -75,32 +78,32 @@ def test_layers_import_downwards_only():
 def test_the_checker_sees_a_wrong_import(tmp_path):
     """A control: an upward import is found."""
     path = tmp_path / "fusion.py"
-    path.write_text("def f():\n    from .cli import main\n")
-    assert "keras_repvgg.cli" in _imports("keras_repvgg.fusion", path)
-    assert _layer("keras_repvgg.cli") not in ALLOWED[_layer("keras_repvgg.fusion")]
+    path.write_text("def f():\n    from keras_repvgg.front import cli\n")
+    assert "keras_repvgg.front.cli" in _imports("keras_repvgg.core.fusion", path)
+    assert _layer("keras_repvgg.front.cli") not in ALLOWED[_layer("keras_repvgg.core.fusion")]
 
 
 def test_optional_extras_stay_optional():
-    """Only keras_repvgg.beam imports Apache Beam, and no module imports keras_repvgg.beam: the
+    """Only keras_repvgg.front.beam imports Apache Beam, and no module imports keras_repvgg.front.beam: the
     package imports without the [beam] extra."""
     modules = _modules()
-    assert "apache_beam" in modules["keras_repvgg.beam"].read_text()  # a control: the checker has something to see
+    assert "apache_beam" in modules["keras_repvgg.front.beam"].read_text()  # a control: the checker has something to see
     wrong = []
     for module, path in modules.items():
         tree = ast.parse(path.read_text())
         names = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
         names |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         for own, package in OPTIONAL.items():
-            if module != f"keras_repvgg.{own}" and any(n.split(".")[0] == package for n in names):
+            if module != own and any(n.split(".")[0] == package for n in names):
                 wrong.append(f"{module} imports {package}")
-            if f"keras_repvgg.{own}" in _imports(module, path):
-                wrong.append(f"{module} imports keras_repvgg.{own}")
+            if own in _imports(module, path):
+                wrong.append(f"{module} imports {own}")
     assert not wrong, wrong
 
 
 # One cycle on purpose: `backend` imports `saved_layers` last, once `keras` is bound, so that
 # every import of Keras through the package registers our layers (see registration.py).
-ALLOWED_CYCLES = [{"keras_repvgg.backend", "keras_repvgg.saved_layers"}]
+ALLOWED_CYCLES = [{"keras_repvgg.models.backend", "keras_repvgg.models.saved_layers"}]
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:

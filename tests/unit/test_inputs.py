@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from keras_repvgg.inputs import Unmatched, image_paths
+from keras_repvgg.front.inputs import Unmatched, image_paths
 
 
 def test_files_folders_patterns_and_lists_in_order(tmp_path, monkeypatch):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from keras_repvgg.configs import block_plan, get_variant
-from keras_repvgg.description import FORMS, ModelDescription
-from keras_repvgg.errors import KerasRepVGGError
-from keras_repvgg.layout import HEAD, block_layout, official_key, timm_key
+from keras_repvgg.core.configs import block_plan, get_variant
+from keras_repvgg.core.description import FORMS, ModelDescription
+from keras_repvgg.core.errors import KerasRepVGGError
+from keras_repvgg.core.layout import HEAD, block_layout, official_key, timm_key
 
 BN = ("weight", "bias", "running_mean", "running_var")
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import keras_repvgg.preprocessing as preprocessing
-from keras_repvgg.configs import get_variant
+import keras_repvgg.core.preprocessing as preprocessing
+from keras_repvgg.core.configs import get_variant
 
 
 @pytest.mark.parametrize("arch", ["repvgg_a0", "repvgg_d2se"])  # bilinear crop 0.875; bicubic crop 1.0
@@ -37,7 +37,7 @@ def test_a_strip_gives_the_pixels_of_the_whole_resize(arch, shape, tmp_path, mon
 PEAK_SCRIPT = r"""
 import json, resource, sys
 import numpy as np
-import keras_repvgg.preprocessing as preprocessing
+import keras_repvgg.core.preprocessing as preprocessing
 
 def peak():  # bytes (Linux counts ru_maxrss in KiB)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

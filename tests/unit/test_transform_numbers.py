@@ -1,4 +1,4 @@
-"""The eval transform's numbers (keras_repvgg.transform) against timm's and torchvision's
+"""The eval transform's numbers (keras_repvgg.core.transform) against timm's and torchvision's
 definitions, written out here from their source: numpy only."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from keras_repvgg.configs import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from keras_repvgg.transform import (
+from keras_repvgg.core.configs import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from keras_repvgg.core.transform import (
     INTERPOLATIONS,
     TransformError,
     crop_offsets,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
-from .preprocessing import IMAGE_SUFFIXES
+from keras_repvgg.core.preprocessing import IMAGE_SUFFIXES
 
 GLOB_CHARACTERS = frozenset("*?[")
 

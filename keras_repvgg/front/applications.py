@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import Callable, Optional, Sequence
 
-from .artifacts import ArtifactKind, file_kind
-from .backend import keras
-from .configs import VARIANTS, VariantConfig, get_variant
-from .description import ModelDescription
-from .errors import KerasRepVGGError
-from .model import build
+from keras_repvgg.core.artifacts import ArtifactKind, file_kind
+from keras_repvgg.core.configs import VARIANTS, VariantConfig, get_variant
+from keras_repvgg.core.description import ModelDescription
+from keras_repvgg.core.errors import KerasRepVGGError
+from keras_repvgg.models.backend import keras
+from keras_repvgg.models.model import build
 
 _DOC = """Instantiate the {keras_name} architecture ({name}) in its fused (deploy) form.
 

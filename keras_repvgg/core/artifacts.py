@@ -1,7 +1,7 @@
 """What kind of model file a path names, decided once, for every reader.
 
 `file_kind` is the one place that looks at suffixes and folders; `load_artifact`
-(keras_repvgg.loading) loads what it finds, and `save_model`, `beam` and the
+(keras_repvgg.front.loading) loads what it finds, and `save_model`, `beam` and the
 applications' `weights` argument ask it too. No TensorFlow here.
 """
 
@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Collection, Optional
 
-from .errors import ArtifactError
+from keras_repvgg.core.errors import ArtifactError
 
 
 class ArtifactKind(str, enum.Enum):

@@ -17,14 +17,14 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from . import transform
-from .atomic import atomic_path
-from .backend import LEGACY_KERAS, keras, require_backend
-from .configs import Preprocessing
-from .description import LABELS_FILE, METADATA_FILE, ModelDescription, export_metadata
-from .errors import KerasRepVGGError
-from .heads import output_name, served_outputs
-from .model import clone_with_weights, describe, graph_softmax
+from keras_repvgg.core import transform
+from keras_repvgg.core.atomic import atomic_path
+from keras_repvgg.core.configs import Preprocessing
+from keras_repvgg.core.description import LABELS_FILE, METADATA_FILE, ModelDescription, export_metadata
+from keras_repvgg.core.errors import KerasRepVGGError
+from keras_repvgg.core.heads import output_name, served_outputs
+from keras_repvgg.models.backend import LEGACY_KERAS, keras, require_backend
+from keras_repvgg.models.model import clone_with_weights, describe, graph_softmax
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 IMAGE_SIGNATURE = "predict_images"
@@ -169,8 +169,8 @@ def export_saved_model(
     require_backend("SavedModel export", ("tensorflow",), "TF Serving runs graphs without XLA")
     import tensorflow as tf
 
-    from .labels import class_names
-    from .reparameterization import reparameterize
+    from keras_repvgg.core.labels import class_names
+    from keras_repvgg.models.reparameterization import reparameterize
 
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise KerasRepVGGError(f"version must be a non-negative integer, got {version!r}")

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .errors import AlreadyFusedError
+from keras_repvgg.core.errors import AlreadyFusedError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +58,8 @@ def load_for_export(source: "str | os.PathLike[str]", quantization: str, arch: O
     """The Keras model to export from `source` (a .keras file or any checkpoint source), and
     notes. For int8, a checkpoint is loaded in the training form: the exporter can then keep
     the identity branch apart where that is more accurate (see `int8_graphs`)."""
-    from .artifacts import ArtifactKind, file_kind
-    from .loading import KERAS_MODELS, load_artifact
+    from keras_repvgg.core.artifacts import ArtifactKind, file_kind
+    from keras_repvgg.front.loading import KERAS_MODELS, load_artifact
 
     if quantization == "int8" and file_kind(source, KERAS_MODELS) is ArtifactKind.CHECKPOINT:
         try:
@@ -74,9 +74,9 @@ def calibration_images(folder: "str | os.PathLike[str] | None", model) -> tuple[
     """(calibration, held-out) as the model takes them: a folder's images, a fifth (at least 4)
     held out to choose the int8 graph on and report the error; without a folder, no
     calibration and 8 random held-out inputs (the float files' error is still measured)."""
-    from .model import describe
-    from .preprocessing import image_files, load_images
-    from .transform import PIXEL_MAX, denormalize
+    from keras_repvgg.core.preprocessing import image_files, load_images
+    from keras_repvgg.core.transform import PIXEL_MAX, denormalize
+    from keras_repvgg.models.model import describe
 
     description = describe(model)
     shape = tuple(model.input_shape[1:])

@@ -25,8 +25,8 @@ from typing import Optional
 
 import numpy as np
 
-from .configs import BlockSpec
-from .names import HEAD_FC, STEM
+from keras_repvgg.core.configs import BlockSpec
+from keras_repvgg.core.names import HEAD_FC, STEM
 
 LayerWeights = dict[str, list[np.ndarray]]  # Keras layer name -> its weights, in set_weights order
 

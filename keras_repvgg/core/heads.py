@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .errors import HeadNotExportableError
+from keras_repvgg.core.errors import HeadNotExportableError
 
 # A classifier's probabilities (softmax head), logits (no activation) or other scores; a
 # pooled feature vector; one feature map; or the five maps of a features_only model.

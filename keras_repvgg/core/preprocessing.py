@@ -9,9 +9,9 @@ from typing import BinaryIO, Optional, Sequence
 
 import numpy as np
 
-from . import transform
-from .configs import Preprocessing, get_variant
-from .errors import ImageError, KerasRepVGGError
+from keras_repvgg.core import transform
+from keras_repvgg.core.configs import Preprocessing, get_variant
+from keras_repvgg.core.errors import ImageError, KerasRepVGGError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 MAX_PIXELS = 100_000_000  # larger images are refused: decoding one takes gigabytes

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .artifacts import ArtifactKind, kind_by_name
-from .atomic import atomic_path
-from .backend import keras
-from .errors import KerasRepVGGError
+from keras_repvgg.core.artifacts import ArtifactKind, kind_by_name
+from keras_repvgg.core.atomic import atomic_path
+from keras_repvgg.core.errors import KerasRepVGGError
+from keras_repvgg.models.backend import keras
 
 
 def save_model(model: keras.Model, path: "str | os.PathLike[str]") -> Path:

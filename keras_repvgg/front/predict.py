@@ -19,13 +19,13 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
-from .configs import Preprocessing
-from .description import LABELS_FILE, METADATA_FILE, ModelDescription, from_export_metadata
-from .errors import ImageError, KerasRepVGGError
-from .inputs import Unmatched, image_paths
-from .labels import class_names
-from .preprocessing import load_image, preprocess_input
-from .transform import softmax
+from keras_repvgg.core.configs import Preprocessing
+from keras_repvgg.core.description import LABELS_FILE, METADATA_FILE, ModelDescription, from_export_metadata
+from keras_repvgg.core.errors import ImageError, KerasRepVGGError
+from keras_repvgg.core.labels import class_names
+from keras_repvgg.core.preprocessing import load_image, preprocess_input
+from keras_repvgg.core.transform import softmax
+from keras_repvgg.front.inputs import Unmatched, image_paths
 
 SAVEDMODEL_METADATA = f"assets.extra/{METADATA_FILE}"
 SAVEDMODEL_LABELS = f"assets.extra/{LABELS_FILE}"
@@ -55,7 +55,7 @@ def _as_probabilities(head: str, what: str) -> Callable[[np.ndarray], np.ndarray
 
 
 def _keras_predictor(model, kind: str, description: Optional[ModelDescription] = None) -> Predictor:
-    from .model import describe
+    from keras_repvgg.models.model import describe
 
     description = description or describe(model)
     finish = _as_probabilities(description.head, model.name)
@@ -132,8 +132,8 @@ def load_predictor(
     model: "str | os.PathLike[str]", arch: Optional[str] = None, input_size: Optional[int] = None
 ) -> Predictor:
     """MODEL: a .keras file, a .tflite file, a SavedModel folder, or any checkpoint SOURCE."""
-    from .artifacts import ArtifactKind
-    from .loading import PREDICTABLE, load_artifact
+    from keras_repvgg.core.artifacts import ArtifactKind
+    from keras_repvgg.front.loading import PREDICTABLE, load_artifact
 
     artifact = load_artifact(model, PREDICTABLE, arch, input_size=input_size)
     if artifact.kind is ArtifactKind.TFLITE:
@@ -181,7 +181,7 @@ def classify_files(
     threads: Optional[int] = None,
 ) -> Iterator[dict]:
     """Records (see `records`) for every image the inputs name (files, folders, glob patterns,
-    @lists: `keras_repvgg.inputs.image_paths`), in order, as they are classified.
+    @lists: `keras_repvgg.front.inputs.image_paths`), in order, as they are classified.
 
     `threads` decode in parallel with the model, at most PREFETCH batches ahead, so that
     memory holds PREFETCH + 1 batches whatever the number of images. An unreadable image,

@@ -11,7 +11,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Optional, Sequence
 
-from .errors import KerasRepVGGError
+from keras_repvgg.core.errors import KerasRepVGGError
 
 IMAGENET_CLASSES = 1000
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .configs import VariantConfig, block_plan, num_features
+from keras_repvgg.core.configs import VariantConfig, block_plan, num_features
 
 
 def deploy_parameter_count(variant: VariantConfig, classes: int = 1000) -> int:

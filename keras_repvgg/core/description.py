@@ -14,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from .configs import Preprocessing
-from .errors import KerasRepVGGError, NotDescribedError
-from .heads import HEADS, head_of
-from .labels import IMAGENET_CLASSES, imagenet_labels
+from keras_repvgg.core.configs import Preprocessing
+from keras_repvgg.core.errors import KerasRepVGGError, NotDescribedError
+from keras_repvgg.core.heads import HEADS, head_of
+from keras_repvgg.core.labels import IMAGENET_CLASSES, imagenet_labels
 
 FORMS = ("deploy", "train", "deploy-identity")
 __all__ = ["FORMS", "HEADS", "ModelDescription", "NotDescribedError"]

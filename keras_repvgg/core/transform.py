@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .configs import Preprocessing
-from .errors import TransformError
+from keras_repvgg.core.configs import Preprocessing
+from keras_repvgg.core.errors import TransformError
 
 PIXEL_MAX = 255.0  # 8-bit pixels: timm's ToTensor divides by this before mean and std
 

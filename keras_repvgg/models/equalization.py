@@ -16,12 +16,12 @@ from typing import Optional
 
 import numpy as np
 
-from .backend import keras
-from .configs import block_plan, get_variant
-from .errors import KerasRepVGGError
-from .layout import BlockLayout, block_layout
-from .model import describe
-from .names import HEAD_FC
+from keras_repvgg.core.configs import block_plan, get_variant
+from keras_repvgg.core.errors import KerasRepVGGError
+from keras_repvgg.core.layout import BlockLayout, block_layout
+from keras_repvgg.core.names import HEAD_FC
+from keras_repvgg.models.backend import keras
+from keras_repvgg.models.model import describe
 
 
 @dataclass

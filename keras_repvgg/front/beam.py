@@ -1,6 +1,6 @@
 """Apache Beam: classify a bucket of images with RunInference, on any runner.
 
-    python -m keras_repvgg.beam --model MODEL --input GLOB --output PREFIX [--top K]
+    python -m keras_repvgg.front.beam --model MODEL --input GLOB --output PREFIX [--top K]
         [--batch-size N] [Beam's pipeline options: --runner DataflowRunner --project ... ]
 
 writes predict's JSON Lines records, `PREFIX-SSSSS-of-NNNNN.jsonl`, and the images that
@@ -27,10 +27,10 @@ try:
     from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
     from apache_beam.options.pipeline_options import PipelineOptions
 except ImportError as err:  # an optional extra: say how to get it
-    raise ImportError(f"keras_repvgg.beam needs Apache Beam: pip install 'keras-repvgg[beam]' ({err})") from None
+    raise ImportError(f"keras_repvgg.front.beam needs Apache Beam: pip install 'keras-repvgg[beam]' ({err})") from None
 
-from .artifacts import ArtifactKind, kind_by_name
-from .predict import Predictor, decode, load_predictor, records
+from keras_repvgg.core.artifacts import ArtifactKind, kind_by_name
+from keras_repvgg.front.predict import Predictor, decode, load_predictor, records
 
 ImageInput = Union[str, bytes]  # a path any Beam file system reads (local, gs://, s3://), or encoded bytes
 DEAD_LETTERS = "-errors"
@@ -121,7 +121,7 @@ def build(pipeline: beam.Pipeline, model: str, patterns: Sequence[str], output: 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m keras_repvgg.beam",
+        prog="python -m keras_repvgg.front.beam",
         description="Classify images with Apache Beam's RunInference; other options are Beam's pipeline options.")
     parser.add_argument("--model", required=True, help="a .keras or .tflite file, a SavedModel folder, or a SOURCE")
     parser.add_argument("--input", required=True, action="append",

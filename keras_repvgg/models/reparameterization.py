@@ -10,13 +10,13 @@ from typing import Iterator
 
 import numpy as np
 
-from .backend import keras
-from .configs import VariantConfig, block_plan, get_variant
-from .errors import KerasRepVGGError
-from .fusion import BatchNorm, fuse_block, fuse_block_keep_identity
-from .layout import ConvBN, LayerWeights, block_layout
-from .model import assign_weights, build, describe
-from .names import HEAD_FC
+from keras_repvgg.core.configs import VariantConfig, block_plan, get_variant
+from keras_repvgg.core.errors import KerasRepVGGError
+from keras_repvgg.core.fusion import BatchNorm, fuse_block, fuse_block_keep_identity
+from keras_repvgg.core.layout import ConvBN, LayerWeights, block_layout
+from keras_repvgg.core.names import HEAD_FC
+from keras_repvgg.models.backend import keras
+from keras_repvgg.models.model import assign_weights, build, describe
 
 
 def _bn(layer) -> BatchNorm:

@@ -11,15 +11,15 @@ import tempfile
 import threading
 from typing import Iterator, Optional, Sequence
 
-from .errors import KerasRepVGGError
-from .records import FORMATS
+from keras_repvgg.core.errors import KerasRepVGGError
+from keras_repvgg.front.records import FORMATS
 
 PARTIAL = 3  # predict: the run finished, but some images could not be read
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .configs import VARIANTS
-    from .parameters import deploy_parameter_count
+    from keras_repvgg.core.configs import VARIANTS
+    from keras_repvgg.core.parameters import deploy_parameter_count
 
     print(f"{'variant':<14}{'timm tag':<24}{'deploy params':>15}{'input':>7}")
     for variant in VARIANTS.values():
@@ -32,8 +32,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from keras_repvgg.converters import convert_checkpoint
-
-    from .io import save_model
+    from keras_repvgg.models.io import save_model
 
     result = convert_checkpoint(
         args.source,
@@ -63,7 +62,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _load_model(args: argparse.Namespace):
     """MODEL: a .keras file, or any SOURCE that convert takes. What it is travels in it."""
-    from .phone import load_for_export
+    from keras_repvgg.front.phone import load_for_export
 
     model, notes = load_for_export(args.model, getattr(args, "quantization", "float32"), args.arch,
                                    input_size=args.input_size, include_preprocessing=args.include_preprocessing)
@@ -73,6 +72,8 @@ def _load_model(args: argparse.Namespace):
 
 
 def _cmd_export_tflite(args: argparse.Namespace) -> int:
+    from keras_repvgg.core.description import from_export_metadata
+    from keras_repvgg.front.phone import ExportOptions, export_for_phone
     from keras_repvgg.tflite import (
         TFLiteRunner,
         check_gpu,
@@ -80,9 +81,6 @@ def _cmd_export_tflite(args: argparse.Namespace) -> int:
         model_ops,
         read_metadata,
     )
-
-    from .description import from_export_metadata
-    from .phone import ExportOptions, export_for_phone
 
     options = ExportOptions(
         args.quantization, args.io_dtype, args.batch_size, equalize=False if args.no_equalize else None,
@@ -133,8 +131,8 @@ def _print_int8_choice(choice: dict) -> None:
 
 
 def _cmd_export_savedmodel(args: argparse.Namespace) -> int:
-    from .model import describe
-    from .serving import IMAGE_SIGNATURE, export_saved_model, signature_outputs
+    from keras_repvgg.exports.serving import IMAGE_SIGNATURE, export_saved_model, signature_outputs
+    from keras_repvgg.models.model import describe
 
     model = _load_model(args)
     target = export_saved_model(model, args.output, version=args.version, top_k=args.top_k)
@@ -164,8 +162,8 @@ def _progress(records, terminal):
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import classify_files, load_predictor
-    from .records import format_for, write_records
+    from keras_repvgg.front.predict import classify_files, load_predictor
+    from keras_repvgg.front.records import format_for, write_records
 
     if args.top < 1:
         raise KerasRepVGGError(f"--top must be at least 1, got {args.top}")
@@ -176,7 +174,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.terminal is not None:
         records = _progress(records, args.terminal)
     if args.output:
-        from .atomic import atomic_path
+        from keras_repvgg.core.atomic import atomic_path
 
         with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
             count, failed = write_records(records, out, fmt, args.top)  # renamed into place when whole
@@ -209,7 +207,7 @@ def _cmd_check_gpu(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .phone import ExportOptions  # numpy only: the choices, without TensorFlow
+    from keras_repvgg.front.phone import ExportOptions  # numpy only: the choices, without TensorFlow
 
     parser = argparse.ArgumentParser(
         prog="keras-repvgg", description="RepVGG image classifiers for TensorFlow/Keras."

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Collection, Optional
 
-from .artifacts import ArtifactKind, file_kind, savedmodel_version
-from .errors import ArtifactError
+from keras_repvgg.core.artifacts import ArtifactKind, file_kind, savedmodel_version
+from keras_repvgg.core.errors import ArtifactError
 
 KERAS_MODELS = (ArtifactKind.KERAS, ArtifactKind.CHECKPOINT)  # what gives a Keras model
 PREDICTABLE = (ArtifactKind.KERAS, ArtifactKind.TFLITE, ArtifactKind.SAVEDMODEL, ArtifactKind.CHECKPOINT)
@@ -40,7 +40,7 @@ def load_artifact(
     kind = file_kind(source, accept)
     path = Path(source)
     if kind is ArtifactKind.KERAS:
-        from .io import load_model
+        from keras_repvgg.models.io import load_model
 
         return Artifact(kind, path, load_model(path))
     if kind is ArtifactKind.TFLITE:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Sequence
 
-from . import names, transform
-from .backend import keras
-from .configs import BlockSpec, Preprocessing, block_plan, get_variant
-from .description import ModelDescription
-from .errors import KerasRepVGGError, NotDescribedError
-from .fusion import BN_EPSILON
-from .layout import BlockLayout, LayerWeights, SqueezeExcite, block_layout
-from .saved_layers import Description
+from keras_repvgg.core import names, transform
+from keras_repvgg.core.configs import BlockSpec, Preprocessing, block_plan, get_variant
+from keras_repvgg.core.description import ModelDescription
+from keras_repvgg.core.errors import KerasRepVGGError, NotDescribedError
+from keras_repvgg.core.fusion import BN_EPSILON
+from keras_repvgg.core.layout import BlockLayout, LayerWeights, SqueezeExcite, block_layout
+from keras_repvgg.models.backend import keras
+from keras_repvgg.models.saved_layers import Description
 
 layers = keras.layers
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from .errors import KerasRepVGGError
-from .registration import legacy_keras_requested
+from keras_repvgg.core.errors import KerasRepVGGError
+from keras_repvgg.core.registration import legacy_keras_requested
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # Keras' own default, made explicit
 
@@ -88,4 +88,4 @@ if BACKEND == "torch":
 
 # Last, once `keras` is bound: the layers our .keras files hold are registered by every
 # import of Keras through this package (saved_layers imports `keras` from here).
-from . import saved_layers  # noqa: E402, F401
+from keras_repvgg.models import saved_layers  # noqa: E402, F401

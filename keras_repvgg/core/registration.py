@@ -5,7 +5,7 @@ which Keras finds only once the class is registered, and registering it means im
 Keras, hence TensorFlow: seconds that `keras-repvgg list` and the numpy-only core must not
 pay. So the package registers it the moment Keras itself is imported, by whoever imports
 it: if that Keras is already loaded when `keras_repvgg` is imported, at once; otherwise a
-finder on `sys.meta_path` waits for it. Importing `keras_repvgg.backend` is what
+finder on `sys.meta_path` waits for it. Importing `keras_repvgg.models.backend` is what
 registers (its last line), so any of our own modules that uses Keras has registered too.
 
 No Keras, TensorFlow or keras_repvgg module is imported here.
@@ -21,7 +21,7 @@ import sys
 from types import ModuleType
 from typing import Any, Optional, Sequence
 
-_REGISTRAR = "keras_repvgg.backend"  # importing it registers our layers with Keras
+_REGISTRAR = "keras_repvgg.models.backend"  # importing it registers our layers with Keras
 
 
 def legacy_keras_requested() -> bool:

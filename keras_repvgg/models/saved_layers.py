@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import names
-from .backend import keras
-from .description import ModelDescription
+from keras_repvgg.core import names
+from keras_repvgg.core.description import ModelDescription
+from keras_repvgg.models.backend import keras
 
 
 @keras.saving.register_keras_serializable(package="keras_repvgg")

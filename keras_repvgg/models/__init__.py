@@ -1,0 +1,1 @@
+"""Keras models: which Keras, the builder, reparameterization, equalization, saving."""
