@@ -9,7 +9,7 @@ included) is a grouped convolution, as in the paper and in timm.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional
 
 from keras_repvgg.core.errors import KerasRepVGGError
 
@@ -71,7 +71,8 @@ class BlockSpec:
         return self.in_channels == self.out_channels and self.stride == 1
 
 
-def _variant(name: str, depths, widths, groups: int = 1, **kw) -> VariantConfig:
+def _variant(name: str, depths: tuple[int, int, int, int], widths: tuple[float, float, float, float],
+             groups: int = 1, **kw: Any) -> VariantConfig:
     return VariantConfig(name=name, depths=depths, width_multipliers=widths, groups=groups, **kw)
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
+
+if TYPE_CHECKING:  # numpy is imported when predictions are decoded
+    import numpy as np
 
 from keras_repvgg.core.errors import KerasRepVGGError
 
@@ -45,7 +48,7 @@ def class_names(num_classes: int, label_names: Optional[Sequence[str]] = None) -
 
 
 def decode_predictions(
-    preds, top: int = 5, labels: Optional[Sequence[str]] = None
+    preds: "np.ndarray", top: int = 5, labels: Optional[Sequence[str]] = None
 ) -> list[list[tuple[str, str, float]]]:
     """The top classes of each row of `preds`: [(class_id, name, score), ...] best first.
 

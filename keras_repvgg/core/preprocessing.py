@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import BinaryIO, Optional, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # Pillow is imported when an image is opened
+    from PIL import Image
 
 from keras_repvgg.core import transform
 from keras_repvgg.core.configs import Preprocessing, get_variant
@@ -18,7 +21,7 @@ MAX_PIXELS = 100_000_000  # larger images are refused: decoding one takes gigaby
 LONG_SIDE_LIMIT = 8  # beyond this aspect ratio, only the centre crop is resized (same pixels, bounded memory)
 
 
-def open_rgb(path: "str | os.PathLike[str] | BinaryIO", name: Optional[str] = None):
+def open_rgb(path: "str | os.PathLike[str] | BinaryIO", name: Optional[str] = None) -> "Image.Image":
     """A Pillow image in 8-bit RGB, from any mode: grayscale, palette, CMYK, 16-bit, RGBA.
 
     `path` may be a binary file object (bytes read elsewhere, as Beam's workers do);
@@ -56,7 +59,7 @@ def _preprocessing(arch_or_preprocessing: "str | Preprocessing") -> Preprocessin
     return get_variant(arch_or_preprocessing).preprocessing
 
 
-def preprocess_input(x, arch: "str | Preprocessing" = "repvgg_a0") -> np.ndarray:
+def preprocess_input(x: "np.ndarray | Sequence[Any]", arch: "str | Preprocessing" = "repvgg_a0") -> np.ndarray:
     """0-255 RGB (..., 3) -> what the models take: x / 255, minus mean, over std.
 
     Keras applications' convention: arrays already at the model's size. All RepVGG

@@ -59,7 +59,8 @@ class _RegisterAfterExec(importlib.abc.Loader):
 class _AfterKerasImport(importlib.abc.MetaPathFinder):
     """Finds nothing itself: wraps the loader that the other finders give for our Keras."""
 
-    def find_spec(self, fullname: str, path: Optional[Sequence[str]], target: Optional[ModuleType] = None):
+    def find_spec(self, fullname: str, path: Optional[Sequence[str]],
+                  target: Optional[ModuleType] = None) -> Optional[importlib.machinery.ModuleSpec]:
         if fullname != keras_module_name():
             return None
         for finder in sys.meta_path:
