@@ -15,18 +15,12 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _threads_per_worker() -> int:
-    """The cores each xdist worker may use: two workers with two threads each on two cores
-    ran the trained int8 and fine-tuning files in 193 s, one thread each in 130 s."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
-THREADS = _threads_per_worker()
+# One thread per xdist worker: two workers with two threads each on two cores ran the trained
+# int8 and fine-tuning files in 193 s, one thread each in 130 s. Read when torch and TensorFlow
+# start, and inherited by the subprocesses that tests start.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") != "1":
-    # Read when torch and TensorFlow start, and inherited by the subprocesses tests start.
-    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(THREADS))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import numpy as np
 import pytest
@@ -34,7 +28,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-torch.set_num_threads(THREADS)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 # Run in the Keras 3 pass only (see pyproject.toml's markers and tests/run.py).
 KERAS3_ONLY = pytest.mark.keras3_only
