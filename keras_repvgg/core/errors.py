@@ -28,6 +28,10 @@ class ImageError(KerasRepVGGError):
     """An image file that cannot be read: missing, corrupt, truncated, too large."""
 
 
+class DatasetError(KerasRepVGGError):
+    """A folder of labelled images that cannot be trained or evaluated on as given."""
+
+
 class TransformError(KerasRepVGGError):
     """An eval transform this package cannot apply (an unsupported interpolation)."""
 

@@ -186,6 +186,51 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from keras_repvgg.core.augment import Augmentation
+    from keras_repvgg.front.train import TrainOptions, train
+
+    defaults = TrainOptions()
+    options = TrainOptions(
+        epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+        learning_rate=args.learning_rate or defaults.learning_rate,
+        fine_tune_learning_rate=args.learning_rate or defaults.fine_tune_learning_rate,
+        batch_size=args.batch_size, validation_split=args.validation_split, seed=args.seed,
+        input_size=args.input_size,
+        augmentation=Augmentation(scale=(args.min_crop, 1.0), flip=0.0 if args.no_flip else 0.5),
+    )
+    result = train(args.data, args.output, weights=args.weights, arch=args.arch, validation=args.validation,
+                   options=options, save_train_form=args.save_train_form)
+    for path, error in result.skipped.items():
+        args.notices.append(f"skipped {path}: {error}")
+    if result.resumed:
+        print("resumed from the backup of an interrupted run")
+    print(f"trained on {result.train_images} images of {len(result.classes)} classes "
+          f"({', '.join(result.classes[:8])}{', ...' if len(result.classes) > 8 else ''}); "
+          f"validation top-1 of the fused model {result.validation_accuracy:.2%} on {result.validation_images} images")
+    print(f"wrote {args.output} (fused)" + (f" and {args.save_train_form} (training form)" if args.save_train_form else ""))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from keras_repvgg.front.evaluate import evaluate, table, write_confusion_png, write_report
+
+    *models, data = args.inputs
+    if not models:
+        raise KerasRepVGGError("evaluate takes MODEL... DATA: at least one model, then the folder")
+    result = evaluate(models, data, arch=args.arch, input_size=args.input_size, batch_size=args.batch_size)
+    print(table(result))
+    if args.report:
+        write_report(result, args.report)
+        print(f"wrote {args.report}")
+    if args.confusion:
+        write_confusion_png(result, args.confusion)
+        print(f"wrote {args.confusion}")
+    for path, error in result.unreadable.items():
+        args.notices.append(f"skipped {path}: {error}")
+    return 0
+
+
 def _gpu_line(report) -> str:
     if not report["compiled"]:
         return f"GPU: did not compile ({report.get('error')})"
@@ -290,6 +335,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="variant name, for a SOURCE")
     p.add_argument("--input-size", type=int, help="input height and width, for a SOURCE")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("train", help="train on a folder of labelled images (one subfolder per class)")
+    p.add_argument("data", help="a folder with one subfolder of images per class; the names are the labels")
+    p.add_argument("-o", "--output", required=True, help="the fused model, a .keras file")
+    p.add_argument("--weights", help="starting checkpoint: any SOURCE convert takes, in the training form")
+    p.add_argument("--arch", help="variant name (with --weights: checked against it; without: a random start)")
+    p.add_argument("--validation", help="a folder with the same class subfolders (default: a split of DATA)")
+    p.add_argument("--validation-split", type=float, default=0.2, help="of each class, without --validation (0.2)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs of the whole network (default 10)")
+    p.add_argument("--warmup-epochs", type=int, default=2,
+                   help="epochs of the new head alone over the frozen backbone first, with --weights (default 2)")
+    p.add_argument("--learning-rate", type=float,
+                   help="peak of the cosine schedule (default 1e-3 for the head and a random start, 1e-4 to fine-tune)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--input-size", type=int, help="input height and width (default: the checkpoint's)")
+    p.add_argument("--min-crop", type=float, default=0.08,
+                   help="augmentation: the smallest random crop, as a fraction of the image's area (default 0.08)")
+    p.add_argument("--no-flip", action="store_true", help="augmentation: no horizontal flips (text, digits, arrows)")
+    p.add_argument("--seed", type=int, default=0, help="the split, the shuffling and the new head (default 0)")
+    p.add_argument("--save-train-form", metavar="FILE", help="also write the trained training form (.keras), "
+                   "which int8's best graphs start from")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="top-1, top-5 and recall of models on a labelled folder")
+    p.add_argument("inputs", nargs="+", metavar="MODEL... DATA",
+                   help="models (.keras, .tflite, SavedModel folders, SOURCEs), then a folder with one subfolder per class")
+    p.add_argument("--report", metavar="JSON", help="write every number, and each confusion matrix, as JSON")
+    p.add_argument("--confusion", metavar="PNG", help="draw each model's confusion matrix into a PNG")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--arch", help="variant name, for a SOURCE")
+    p.add_argument("--input-size", type=int, help="input height and width, for a SOURCE")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("check-gpu", help="compile a .tflite on LiteRT's GPU accelerator")
     p.add_argument("file", help="a .tflite file")

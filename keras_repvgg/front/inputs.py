@@ -10,9 +10,9 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Iterator, Union
 
+from keras_repvgg.core.folders import walk_images
 from keras_repvgg.core.preprocessing import IMAGE_SUFFIXES
 
 GLOB_CHARACTERS = frozenset("*?[")
@@ -27,15 +27,6 @@ class Unmatched:
 
 
 Item = Union[str, Unmatched]
-
-
-def _folder(folder: Path) -> Iterator[str]:
-    """Image files under `folder`, recursively, sorted path by path (folders in name order)."""
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                yield os.path.join(root, name)
 
 
 def _kind(argument: str) -> str:
@@ -53,7 +44,7 @@ def _expand(argument: str, kind: str) -> Iterator[str]:
         with open(argument[1:], encoding="utf-8") as lines:
             yield from (line.strip() for line in lines if line.strip())
     elif kind == "folder":
-        yield from _folder(Path(argument))
+        yield from walk_images(argument)
     else:
         # The files it matches, as Beam's file patterns do (`dir/**` also matches dir itself)
         yield from (match for match in sorted(glob.iglob(argument, recursive=True)) if os.path.isfile(match))
