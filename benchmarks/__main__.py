@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving", "peers", "int8_accuracy", "int8_seeds", "transfer",
-            "batch_predict", "backends")
+            "batch_predict", "backends", "training_speed", "training_accuracy")
 
 
 def _threads(n: int) -> None:
@@ -40,7 +40,7 @@ def _markdown(table: list[dict]) -> str:
 
 
 def main() -> None:
-    from benchmarks import backends, batch_predict, conversion, latency, peers, reparam, serving, tflite_export, trained
+    from benchmarks import backends, batch_predict, conversion, latency, peers, reparam, serving, tflite_export, trained, training
     from benchmarks.common import machine
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
@@ -80,6 +80,9 @@ def main() -> None:
             "savedmodel": tuple(args.savedmodel_images or args.predict_images),
         }, repeats=3),
         "backends": lambda: backends.run(args.backend_variants, threads=args.threads, repeats=args.repeats // 2),
+        "training_speed": lambda: training.speed(),
+        # The defaults, and each choice they made against its alternative.
+        "training_accuracy": lambda: [training.accuracy(args.seeds), training.accuracy(args.seeds, warmup_epochs=0)],
     }
     for section in args.sections:
         # Each section keeps the machine it ran on: sections run at other times keep theirs.

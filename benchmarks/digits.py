@@ -46,3 +46,38 @@ def train_timm_a0(x: np.ndarray, y: np.ndarray, epochs: int = 10, seed: int = 0)
             opt.step()
             sched.step()
     return model.eval()
+
+
+def digit_pixels(images: np.ndarray, size: int = 32) -> np.ndarray:
+    """8x8 digits (0-16) as size x size 0-255 grayscale, each pixel a block (size a multiple of 8)."""
+    return np.kron(images * (255 / 16), np.ones((size // 8, size // 8))).round().astype(np.uint8)
+
+
+def write_digit_folders(root, classes=(0, 1, 2, 3), per_class: int = 40, offset: int = 0, size: int = 32) -> None:
+    """`per_class` digits of each class, from the `offset`-th of that class on, as PNG files in
+    one subfolder per class (named by the digit): a labelled folder as `train` reads one."""
+    from pathlib import Path
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    for digit in classes:
+        folder = Path(root) / str(digit)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in np.flatnonzero(data.target == digit)[offset:offset + per_class]:
+            Image.fromarray(digit_pixels(data.images[i], size)).save(folder / f"{i:04d}.png")
+
+
+def digits_backbone(seed: int = 0, epochs: int = 6):
+    """A pretrained backbone for training on digits 0-3: timm's A0 trained on digits 4-9 at
+    32 px, its input normalized as keras-repvgg normalizes 0-255 pixels (ImageNet's mean and
+    std), so that the classes it is then taught are ones it never saw."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    keep = data.target >= 4
+    pixels = digit_pixels(data.images[keep]).astype(np.float64)[..., None].repeat(3, axis=-1)
+    mean, std = np.array([0.485, 0.456, 0.406]) * 255, np.array([0.229, 0.224, 0.225]) * 255
+    x = ((pixels - mean) / std).astype(np.float32)
+    return train_timm_a0(x, data.target[keep], epochs=epochs, seed=seed)

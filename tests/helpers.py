@@ -386,3 +386,18 @@ def assert_same_top_k(ours: np.ndarray, reference: np.ndarray, k: int = 5, rtol:
             f"{what}: image {i}: top {k} {sorted(top)} against {sorted(ref_top)}; classes {apart} differ by more "
             f"than {tie:.3g} from the {k}th probability {kth:.6g}, not a near-tie")
     return float(excess[worst])
+
+
+
+def digits_backbone_checkpoint(seed: int = 0) -> Path:
+    """`benchmarks.digits.digits_backbone(seed)` (timm's A0 trained on digits 4-9), saved with
+    safetensors once for the run: the pretrained starting point of the `train` tests."""
+    import hashlib
+    import inspect
+
+    from benchmarks import digits
+
+    code = "".join(inspect.getsource(f) for f in (digits.digits_backbone, digits.digit_pixels, digits.train_timm_a0))
+    version = hashlib.sha256(code.encode()).hexdigest()[:8]
+    return _cached(f"digits-4-9-a0-seed{seed}-{version}.safetensors",
+                   lambda path: save_checkpoint(digits.digits_backbone(seed), path))

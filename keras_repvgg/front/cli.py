@@ -195,6 +195,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, warmup_epochs=args.warmup_epochs,
         learning_rate=args.learning_rate or defaults.learning_rate,
         fine_tune_learning_rate=args.learning_rate or defaults.fine_tune_learning_rate,
+        head_learning_rate=args.head_learning_rate or defaults.head_learning_rate,
         batch_size=args.batch_size, validation_split=args.validation_split, seed=args.seed,
         input_size=args.input_size,
         augmentation=Augmentation(scale=(args.min_crop, 1.0), flip=0.0 if args.no_flip else 0.5),
@@ -347,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=int, default=2,
                    help="epochs of the new head alone over the frozen backbone first, with --weights (default 2)")
     p.add_argument("--learning-rate", type=float,
-                   help="peak of the cosine schedule (default 1e-3 for the head and a random start, 1e-4 to fine-tune)")
+                   help="the whole network's peak learning rate (default 5e-4 from --weights, 1e-3 from a random start)")
+    p.add_argument("--head-learning-rate", type=float, help="the warm-up's peak learning rate (default 1e-2)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--input-size", type=int, help="input height and width (default: the checkpoint's)")
     p.add_argument("--min-crop", type=float, default=0.08,

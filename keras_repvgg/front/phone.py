@@ -70,26 +70,49 @@ def load_for_export(source: "str | os.PathLike[str]", quantization: str, arch: O
     return load_artifact(source, KERAS_MODELS, arch, **convert_options).model, []
 
 
-def calibration_images(folder: "str | os.PathLike[str] | None", model) -> tuple[Optional[np.ndarray], np.ndarray]:
-    """(calibration, held-out) as the model takes them: a folder's images, a fifth (at least 4)
-    held out to choose the int8 graph on and report the error; without a folder, no
-    calibration and 8 random held-out inputs (the float files' error is still measured)."""
-    from keras_repvgg.core.preprocessing import image_files, load_images
+CALIBRATION_LIMIT = 500  # images read from a calibration folder at most (a sample beyond): memory stays bounded
+
+
+def calibration_images(
+    folder: "str | os.PathLike[str] | None", model
+) -> tuple[Optional[np.ndarray], np.ndarray, list[str]]:
+    """(calibration, held-out, notes) as the model takes them: a folder's images (searched
+    recursively, so a training folder of class subfolders serves; at most CALIBRATION_LIMIT,
+    drawn with a fixed seed), a fifth of them (at least 4) held out at random to choose the
+    int8 graph on and report the error. Unreadable images are skipped, each with a note.
+    Without a folder, no calibration and 8 random held-out inputs (the float files' error is
+    still measured)."""
+    from keras_repvgg.core.errors import ImageError
+    from keras_repvgg.core.preprocessing import image_files, load_image
     from keras_repvgg.core.transform import PIXEL_MAX, denormalize
     from keras_repvgg.models.model import describe
 
     description = describe(model)
     shape = tuple(model.input_shape[1:])
     normalize = not description.takes_pixels
+    rng = np.random.default_rng(0)
     if not folder:
-        held_out = np.random.default_rng(0).standard_normal((8,) + shape).astype(np.float32)
+        held_out = rng.standard_normal((8,) + shape).astype(np.float32)
         if not normalize:  # the model takes 0-255 RGB: the same draws, as pixels
             held_out = np.clip(denormalize(held_out, description.preprocessing), 0, PIXEL_MAX).astype(np.float32)
-        return None, held_out
+        return None, held_out, []
     files = image_files(folder)
-    images = load_images(files, description.preprocessing, normalize=normalize) if files else np.zeros((0,) + shape)
-    keep = max(4, len(images) // 5)
-    return images[:-keep], images[-keep:]
+    notes = []
+    if len(files) > CALIBRATION_LIMIT:
+        notes.append(f"calibrating on {CALIBRATION_LIMIT} of the {len(files)} images in {folder}, drawn at random")
+        files = [files[i] for i in sorted(rng.choice(len(files), CALIBRATION_LIMIT, replace=False))]
+    images = []
+    for path in files:
+        try:
+            images.append(load_image(path, description.preprocessing, normalize=normalize))
+        except ImageError as err:
+            notes.append(f"calibration: skipped {err}")
+    if not images:
+        return np.zeros((0,) + shape, np.float32), np.zeros((0,) + shape, np.float32), notes
+    stacked = np.stack(images).astype(np.float32)
+    held = np.zeros(len(stacked), bool)
+    held[rng.permutation(len(stacked))[:max(4, len(stacked) // 5)]] = True
+    return stacked[~held], stacked[held], notes
 
 
 def export_for_phone(source: "str | os.PathLike[str]", output: "str | os.PathLike[str]",
@@ -101,7 +124,8 @@ def export_for_phone(source: "str | os.PathLike[str]", output: "str | os.PathLik
     from keras_repvgg.tflite import evaluate_tflite, export_tflite, write_tflite
 
     model, notes = load_for_export(source, options.quantization, arch, **convert_options)
-    calibration_set, held_out = calibration_images(calibration, model)
+    calibration_set, held_out, calibration_notes = calibration_images(calibration, model)
+    notes = [*notes, *calibration_notes]
     data = export_tflite(model, calibration=calibration_set,
                          held_out=held_out if calibration_set is not None else None,
                          **dataclasses.asdict(options))

@@ -16,7 +16,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from keras_repvgg.core.atomic import atomic_path
 from keras_repvgg.core.augment import Augmentation
@@ -33,8 +33,11 @@ class TrainOptions:
 
     epochs: int = 10  # the whole network
     warmup_epochs: int = 2  # the new head alone over the frozen backbone (with `weights` only)
-    learning_rate: float = 1e-3  # the head's warm-up, and a random start's
-    fine_tune_learning_rate: float = 1e-4  # the whole network from pretrained weights (cosine decay)
+    # Peaks of the cosine schedules (AdamW): the new head alone, the whole network from
+    # pretrained weights, and the whole network from a random start.
+    head_learning_rate: float = 1e-2
+    fine_tune_learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     batch_size: int = 32
@@ -117,7 +120,7 @@ def _compile(model, learning_rate: float, steps: int, options: TrainOptions) -> 
 
 
 def _phase(model, name: str, epochs: int, learning_rate: float, train_ds, val_ds, steps: int,
-           backup: Path, options: TrainOptions, verbose) -> tuple[dict[str, list[float]], bool]:
+           backup: Path, options: TrainOptions, verbose, callbacks: Sequence[Any]) -> tuple[dict[str, list[float]], bool]:
     """One `fit`, backed up each epoch in `backup/name`; a finished phase leaves its weights in
     `backup/name.weights.h5`, so that a restarted run skips it. (history, resumed)."""
     from keras_repvgg.models.backend import keras
@@ -130,7 +133,7 @@ def _phase(model, name: str, epochs: int, learning_rate: float, train_ds, val_ds
     resumed = state.is_dir() and any(state.iterdir())
     _compile(model, learning_rate, epochs * steps, options)
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose,
-                        callbacks=[keras.callbacks.BackupAndRestore(str(state))])
+                        callbacks=[keras.callbacks.BackupAndRestore(str(state)), *callbacks])
     with atomic_path(done) as tmp:
         model.save_weights(str(tmp))
     return {k: [float(v) for v in values] for k, values in history.history.items()}, resumed
@@ -153,6 +156,7 @@ def train(
     save_train_form: "str | os.PathLike[str] | None" = None,
     backup_dir: "str | os.PathLike[str] | None" = None,
     verbose: "int | str" = "auto",
+    callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Train on `data` (one subfolder of images per class; the names are the labels) and
     write the fused model to `output` (a `.keras` file), and the training form to
@@ -164,6 +168,7 @@ def train(
     with `options.seed`). `backup_dir` (default: OUTPUT.backup) holds the state of an
     unfinished run and is removed when the outputs are written. `verbose`: Keras' `fit`
     verbosity ("auto": a progress bar on a terminal, a line an epoch otherwise).
+    `callbacks`: Keras callbacks for every `fit` (TensorBoard, CSVLogger, timers).
     """
     from keras_repvgg.front.pipeline import Skipped, image_dataset
     from keras_repvgg.models.io import save_model
@@ -187,11 +192,12 @@ def train(
     resumed = False
     if backbone is not None and options.warmup_epochs:
         _set_backbone_trainable(model, False)
-        history, resumed = _phase(model, "head", options.warmup_epochs, options.learning_rate, train_ds, val_ds,
-                                  steps, backup, options, verbose)
+        history, resumed = _phase(model, "head", options.warmup_epochs, options.head_learning_rate, train_ds, val_ds,
+                                  steps, backup, options, verbose, callbacks)
         _set_backbone_trainable(model, True)
     rate = options.fine_tune_learning_rate if backbone is not None else options.learning_rate
-    whole, again = _phase(model, "whole", options.epochs, rate, train_ds, val_ds, steps, backup, options, verbose)
+    whole, again = _phase(model, "whole", options.epochs, rate, train_ds, val_ds, steps, backup, options, verbose,
+                          callbacks)
     for key, values in whole.items():
         history.setdefault(key, []).extend(values)
 
@@ -206,5 +212,6 @@ def train(
     if output is not None:
         save_model(fused, output)
     shutil.rmtree(backup, ignore_errors=True)
-    return TrainResult(fused, model, train_images.classes, len(train_images), len(val_images), accuracy,
+    read = [len([p for p in part.paths if p not in unreadable]) for part in (train_images, val_images)]
+    return TrainResult(fused, model, train_images.classes, read[0], read[1], accuracy,
                        history, unreadable, resumed or again)

@@ -27,7 +27,7 @@ def test_classes_are_the_subfolders_in_name_order(tmp_path):
     assert images.classes == ("ant", "moth", "zebra")
     assert images.counts() == [4, 2, 3]
     assert all(p.endswith(".png") for p in images.paths)  # notes.txt is not an image
-    assert [images.classes[label] in path for label, path in zip(images.labels, images.paths)] == [True] * 9
+    assert [images.classes[label] in path for label, path in zip(images.labels, images.paths, strict=True)] == [True] * 9
     assert read_folder(tmp_path).paths == images.paths  # the same order every time
 
 
@@ -42,7 +42,8 @@ def test_folder_errors_name_the_folder_and_what_was_expected(tmp_path):
     with pytest.raises(DatasetError, match="empty: no image files .* for class 'empty'"):
         read_folder(tmp_path / "two")
     _folder(tmp_path / "val", {"a": 1, "c": 1})
-    with pytest.raises(DatasetError, match=r"expected the class subfolders \['a', 'b'\]; missing \['b'\], not in training \['c'\]"):
+    expected = r"expected the class subfolders \['a', 'b'\]; missing \['b'\], not in training \['c'\]"
+    with pytest.raises(DatasetError, match=expected):
         read_folder(tmp_path / "val", ("a", "b"))
 
 
