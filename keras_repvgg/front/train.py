@@ -139,6 +139,18 @@ def _phase(model, name: str, epochs: int, learning_rate: float, train_ds, val_ds
     return {k: [float(v) for v in values] for k, values in history.history.items()}, resumed
 
 
+def _accuracy(model, dataset) -> float:
+    """Top-1 over a dataset of (images, one-hot labels)."""
+    import numpy as np
+
+    correct = total = 0
+    for x, y in dataset:
+        predicted = np.asarray(model.predict_on_batch(x)).argmax(-1)
+        correct += int((predicted == np.asarray(y).argmax(-1)).sum())
+        total += len(predicted)
+    return correct / max(total, 1)
+
+
 def _set_backbone_trainable(model, trainable: bool) -> None:
     for layer in model.layers:
         if layer.name != HEAD_FC:
@@ -172,6 +184,7 @@ def train(
     """
     from keras_repvgg.front.pipeline import Skipped, image_dataset
     from keras_repvgg.models.io import save_model
+    from keras_repvgg.models.model import clone_with_weights
     from keras_repvgg.models.reparameterization import reparameterize
 
     train_images, val_images = _images(data, validation, options)
@@ -205,13 +218,13 @@ def train(
     if all(path in unreadable for path in val_images.paths):
         raise DatasetError(f"{validation or data}: none of the {len(val_images)} validation images could be read")
     fused = reparameterize(model)
-    _compile(fused, rate, 1, options)  # for evaluate; never trained
-    accuracy = float(fused.evaluate(val_ds, verbose=0)[1])
+    accuracy = _accuracy(fused, val_ds)
+    trained = clone_with_weights(model)  # uncompiled: the file holds no optimizer state
     if save_train_form is not None:
-        save_model(model, save_train_form)
+        save_model(trained, save_train_form)
     if output is not None:
         save_model(fused, output)
     shutil.rmtree(backup, ignore_errors=True)
     read = [len([p for p in part.paths if p not in unreadable]) for part in (train_images, val_images)]
-    return TrainResult(fused, model, train_images.classes, read[0], read[1], accuracy,
+    return TrainResult(fused, trained, train_images.classes, read[0], read[1], accuracy,
                        history, unreadable, resumed or again)
