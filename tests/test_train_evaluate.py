@@ -87,7 +87,8 @@ def test_train_learns_the_digits_and_skips_the_corrupt_file(trained):
     result = evaluate([root / "fused.keras"], root / "val")
     # What train reports is what evaluate measures on the same folder (one eval transform).
     assert abs(result.scores[0].top1 - said) <= 1 / 200 + 1e-9
-    # Measured over seeds 0-4 of the checkpoint on an AMD EPYC: see docs/training.md. Chance is 0.25.
+    # Measured with these settings over 5 seeds (backbone and training), Keras 3 on an AMD EPYC:
+    # 79.5-87.0% (docs/training.md). Chance is 25%.
     assert result.scores[0].top1 >= 0.7
 
 
@@ -210,7 +211,9 @@ def test_the_folder_reaches_a_phone_with_its_class_names(trained, tmp_path, capf
     result = evaluate([root / "fused.keras", int8], root / "val")
     float_top1, int8_top1 = result.scores[0].top1, result.scores[1].top1
     print(f"float {float_top1:.3f}, int8 {int8_top1:.3f}, agreement {result.scores[1].agreement:.3f}")
-    assert int8_top1 >= float_top1 - 0.005  # the README's promise: within half a point (1 of 200 images)
+    # docs/training.md's promise: within a point (2 of these 200 images). Measured over 5 seeds
+    # (the automatic graph, `python -m benchmarks --sections training_accuracy`): -1.5 to +1.0.
+    assert int8_top1 >= float_top1 - 0.01
 
     val = read_folder(root / "val")
     options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(int8)), max_results=1)
