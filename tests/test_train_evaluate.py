@@ -31,7 +31,8 @@ def cli(*args: str, timeout: int = 420) -> subprocess.CompletedProcess:
 
 
 def train_args(root, weights, epochs: int = 10, warmup: int = 2) -> list[str]:
-    # The defaults (10 epochs after a 2-epoch warm-up), but no flips: digits are not mirror images.
+    # The defaults (10 epochs), with a 2-epoch warm-up of the head (so that it is run too) and
+    # no flips (digits are not mirror images).
     return ["train", str(root / "data"), "-o", str(root / "fused.keras"), "--weights", str(weights),
             "--input-size", str(SIZE), "--validation", str(root / "val"), "--warmup-epochs", str(warmup),
             "--epochs", str(epochs), "--no-flip"]

@@ -13,7 +13,17 @@ import numpy as np
 
 from keras_repvgg.core.errors import ExportError
 
-from .int8_graphs import AUTO, GRAPHS_BY_NAME, TOLERANCE_MARGIN, TOLERANCE_RATIO, Int8Graph, candidates, choose, tolerated_error
+from .int8_graphs import (
+    AUTO,
+    GRAPHS_BY_NAME,
+    TOLERANCE_MARGIN,
+    TOLERANCE_RATIO,
+    Int8Graph,
+    candidates,
+    choose,
+    competing,
+    tolerated_error,
+)
 
 MIN_CALIBRATION_SAMPLES = 16
 
@@ -110,10 +120,12 @@ def search(model, graphs: list[Int8Graph], held_out: np.ndarray, batch_size: int
         scores = compare_logits(TFLiteRunner(files[graph.name], before_softmax=True)(x), reference)
         rows.append({"graph": graph.name, "rel_l2": round(scores["rel_l2"], 5),
                      "top1_agreement": round(scores["top1_agreement"], 4), "speed_rank": graph.speed_rank})
-    chosen = choose({row["graph"]: row["rel_l2"] for row in rows})
-    limit = tolerated_error(min(row["rel_l2"] for row in rows))
+    agreements = {row["graph"]: row["top1_agreement"] for row in rows}
+    chosen = choose({row["graph"]: row["rel_l2"] for row in rows}, agreements, n)
+    agreeing = competing(agreements, n)
+    limit = tolerated_error(min(row["rel_l2"] for row in rows if row["graph"] in agreeing))
     for row in rows:
-        row["within_tolerance"] = bool(row["rel_l2"] <= limit)
+        row["within_tolerance"] = bool(row["graph"] in agreeing and row["rel_l2"] <= limit)
     choice = {"graph": chosen, "chosen_by": "held-out error", "held_out_samples": n,
               "tolerance": f"{TOLERANCE_RATIO} x best + {TOLERANCE_MARGIN}", "candidates": rows}
     return files[chosen], choice

@@ -98,9 +98,9 @@ def _cmd_export_tflite(args: argparse.Namespace) -> int:
     runner = TFLiteRunner(data)
     classes = f", {exported.classes} classes" if exported.include_top else ""
     print(f"wrote {args.output} ({len(data) / 2**20:.1f} MiB, {args.quantization}{classes})")
-    print(f"in: {runner.input_name} {runner.input['dtype'].__name__} {list(runner.input['shape'])} "
+    print(f"in: {runner.input_name} {runner.input['dtype'].__name__} {[int(d) for d in runner.input['shape']]} "
           f"({'0-255 RGB pixels' if exported.takes_pixels else 'normalized RGB'}); "
-          f"out: {runner.output_name} {runner.output['dtype'].__name__} {list(runner.output['shape'])}")
+          f"out: {runner.output_name} {runner.output['dtype'].__name__} {[int(d) for d in runner.output['shape']]}")
     print(f"ops: {', '.join(f'{op.name} x{op.count}' for op in model_ops(data))}")
     if "int8" in meta:
         _print_int8_choice(meta["int8"])
@@ -122,7 +122,8 @@ def _print_int8_choice(choice: dict) -> None:
         print(f"int8 graph: {choice['graph']} ({choice['chosen_by']})")
         return
     print(f"int8 graph: {choice['graph']}, the fastest within {choice['tolerance']} of the best relative L2 "
-          f"of the logits on {choice['held_out_samples']} held-out inputs:")
+          f"of the logits on {choice['held_out_samples']} held-out inputs, among the graphs whose top-1 agrees "
+          "with the float model's on all but at most one input more than the best's:")
     for row in choice["candidates"]:
         mark = "*" if row["graph"] == choice["graph"] else " "
         print(f" {mark} {row['graph']:<25} relative L2 {row['rel_l2']:.4f}, top-1 agreement "
@@ -345,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation", help="a folder with the same class subfolders (default: a split of DATA)")
     p.add_argument("--validation-split", type=float, default=0.2, help="of each class, without --validation (0.2)")
     p.add_argument("--epochs", type=int, default=10, help="epochs of the whole network (default 10)")
-    p.add_argument("--warmup-epochs", type=int, default=2,
-                   help="epochs of the new head alone over the frozen backbone first, with --weights (default 2)")
+    p.add_argument("--warmup-epochs", type=int, default=0,
+                   help="epochs of the new head alone over the frozen backbone first, with --weights (default 0)")
     p.add_argument("--learning-rate", type=float,
                    help="the whole network's peak learning rate (default 5e-4 from --weights, 1e-3 from a random start)")
     p.add_argument("--head-learning-rate", type=float, help="the warm-up's peak learning rate (default 1e-2)")

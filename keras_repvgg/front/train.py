@@ -4,9 +4,9 @@
 
 The training form learns (three branches a block); the output is its fusion, one 3x3
 convolution a block, with the folder's class names as its labels. With `weights`, the
-backbone starts pretrained: a new head is first trained alone over the frozen backbone
-(`warmup_epochs`), then the whole network (`epochs`). Each finished epoch is backed up
-beside the output, so that a killed run started again with the same arguments resumes.
+backbone starts pretrained under a new head; `warmup_epochs` (none by default) train the head
+alone over the frozen backbone first, then `epochs` train the whole network. Each finished
+epoch is backed up beside the output, so that a killed run started again resumes.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class TrainOptions:
     """How to train. The defaults were measured on scikit-learn's digits (docs/training.md)."""
 
     epochs: int = 10  # the whole network
-    warmup_epochs: int = 2  # the new head alone over the frozen backbone (with `weights` only)
+    warmup_epochs: int = 0  # epochs of the new head alone over the frozen backbone first (with `weights`)
     # Peaks of the cosine schedules (AdamW): the new head alone, the whole network from
     # pretrained weights, and the whole network from a random start.
     head_learning_rate: float = 1e-2
