@@ -80,7 +80,7 @@ def main() -> None:
             "savedmodel": tuple(args.savedmodel_images or args.predict_images),
         }, repeats=3),
         "backends": lambda: backends.run(args.backend_variants, threads=args.threads, repeats=args.repeats // 2),
-        "training_speed": lambda: training.speed(),
+        "training_speed": lambda: training.speed(rounds=2),
         # The defaults, and each choice they made against its alternative.
         "training_accuracy": lambda: [training.accuracy(args.seeds), training.accuracy(args.seeds, warmup_epochs=0)],
     }

@@ -132,7 +132,7 @@ def _phase(model, name: str, epochs: int, learning_rate: float, train_ds, val_ds
     state = backup / name
     resumed = state.is_dir() and any(state.iterdir())
     _compile(model, learning_rate, epochs * steps, options)
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose,
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False,  # tf.data shuffles
                         callbacks=[keras.callbacks.BackupAndRestore(str(state)), *callbacks])
     with atomic_path(done) as tmp:
         model.save_weights(str(tmp))
