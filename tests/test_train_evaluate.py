@@ -163,7 +163,7 @@ def _pre(model):
     return describe(model).preprocessing
 
 
-def test_evaluate_matches_classes_by_label_and_refuses_a_mismatch(trained, tmp_path):
+def test_evaluate_matches_classes_by_label_and_refuses_a_mismatch():
     from keras_repvgg.core.errors import DatasetError
     from keras_repvgg.front.evaluate import class_map
 
