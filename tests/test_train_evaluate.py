@@ -212,9 +212,10 @@ def test_the_folder_reaches_a_phone_with_its_class_names(trained, tmp_path, capf
     result = evaluate([root / "fused.keras", int8], root / "val")
     float_top1, int8_top1 = result.scores[0].top1, result.scores[1].top1
     print(f"float {float_top1:.3f}, int8 {int8_top1:.3f}, agreement {result.scores[1].agreement:.3f}")
-    # docs/training.md's promise: within a point (2 of these 200 images). Measured over 5 seeds
-    # (the automatic graph, `python -m benchmarks --sections training_accuracy`): -1.5 to +1.0.
-    assert int8_top1 >= float_top1 - 0.01
+    # docs/training.md's promise: within 2 points (4 of these 200 images). Measured over 5 seeds
+    # (`python -m benchmarks --sections training_accuracy`, the automatic graph): -1.5 to +1.0
+    # points lost with this recipe (a 2-epoch warm-up), -1.5 to +2.0 with the defaults.
+    assert int8_top1 >= float_top1 - 0.02
 
     val = read_folder(root / "val")
     options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(int8)), max_results=1)
