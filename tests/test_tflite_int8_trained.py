@@ -31,14 +31,18 @@ from helpers import save_checkpoint
 #   0 points, 0.018.
 # - The same machine with ONEDNN_MAX_CPU_ISA=AVX2 (torch trains another model there): the
 #   default chose plain-equalized and gained 0.28 point, relative L2 0.070 (every candidate:
-#   0.070-0.18).
+#   0.070-0.18); with one thread, as each xdist worker runs: lost 0.28 point, 0.093.
 # - Earlier defaults on an Intel Xeon and two EPYCs: -0.3 to 0.6 point, 0.022-0.11.
-# Channels rescaled 10x either way and equalized: 0.28 point, 0.025-0.09; not equalized:
-# 41-81 points, 0.74-0.97 (the control).
-MAX_DROP_POINTS = 100 * 2 / 360
+# Channels rescaled 10x either way and equalized, against the same graph (identity apart,
+# equalized) of the model as trained, relative L2: 0.022 against 0.022 (AVX-512), 0.090
+# against 0.099 (AVX2, 2 threads), 0.157 against 0.145 (AVX2, one thread as in CI, where an
+# earlier fixed bound of 0.144 failed): at most 1.09x. Not equalized: 41-81 points lost,
+# relative L2 0.74-0.97 (the control).
+MAX_DROP_POINTS = 100 * 2 / 360 + 1e-9  # 2 images, whatever the rounding of the means
 MIN_AGREEMENT = 0.98
 MAX_REL_L2 = 0.125
-LITERT_TORCH_REL_L2 = 0.144  # what the rescaled-and-equalized model must still beat
+SAME_GRAPH = "identity-apart-equalized"  # the graph the rescaled pair is exported with
+RESCALED_OVER_SAME = 1.5
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # trains in timm, then exports four int8 files (the default makes five)
@@ -54,17 +58,23 @@ def test_int8_of_a_trained_a0_keeps_its_accuracy(tmp_path, request):
     assert float_acc == pytest.approx(timm_acc) and float_acc >= 0.95
 
     files: dict[str, bytes] = {}
-    # The default, and the rescaled pair; the four named graphs only as the default makes them.
+    # The default; the rescaled pair and, as their yardstick, the same graph of the model as
+    # trained. The other named graphs only as the default makes them.
     results = int8_candidates(train_form, xtr, xte, yte, files=files,
-                              names=(AUTO, "rescaled channels, equalized", "rescaled channels, not equalized"))
+                              names=(AUTO, SAME_GRAPH, "rescaled channels, equalized", "rescaled channels, not equalized"))
     print({name: {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for name, r in results.items()})
-    for name, max_rel_l2 in ((AUTO, MAX_REL_L2), ("rescaled channels, equalized", LITERT_TORCH_REL_L2)):
+    for name in (AUTO, "rescaled channels, equalized"):
         r = results[name]
         assert 100 * (float_acc - r["accuracy"]) <= MAX_DROP_POINTS, (name, r)
-        assert r["top1_agreement"] >= MIN_AGREEMENT and r["rel_l2"] <= max_rel_l2, (name, r)
+        assert r["top1_agreement"] >= MIN_AGREEMENT, (name, r)
+    assert results[AUTO]["rel_l2"] <= MAX_REL_L2, results[AUTO]
+    # Equalization makes a network with channels 10x apart as good as the same graph of the
+    # network as trained: the error it adds is within RESCALED_OVER_SAME of that graph's.
+    robust, same = results["rescaled channels, equalized"], results[SAME_GRAPH]
+    assert robust["rel_l2"] <= RESCALED_OVER_SAME * same["rel_l2"], (robust, same)
     # The control: the same rescaled model without equalization is far off, so the test
     # can tell equalization working from not.
-    robust, fragile = results["rescaled channels, equalized"], results["rescaled channels, not equalized"]
+    fragile = results["rescaled channels, not equalized"]
     assert fragile["rel_l2"] > 3 * robust["rel_l2"] and float_acc - fragile["accuracy"] > 0.1, fragile
 
     # The default's file is the candidate it reports choosing: that graph, named, on the same
