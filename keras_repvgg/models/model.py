@@ -19,13 +19,18 @@ from keras_repvgg.core.errors import KerasRepVGGError, NotDescribedError
 from keras_repvgg.core.fusion import BN_EPSILON
 from keras_repvgg.core.layout import BlockLayout, LayerWeights, SqueezeExcite, block_layout
 from keras_repvgg.models.backend import keras
-from keras_repvgg.models.saved_layers import Description
+from keras_repvgg.models.saved_layers import Description, GroupedConv2D
 
 layers = keras.layers
 
 
 def _init(initializer: Optional[str]) -> dict:
     return {"kernel_initializer": initializer} if initializer else {}
+
+
+def _conv(filters: int, kernel_size: int, groups: int, **options):
+    """Conv2D, or, with groups, the same layer run on TensorFlow's own grouped kernel."""
+    return (GroupedConv2D if groups > 1 else layers.Conv2D)(filters, kernel_size, groups=groups, **options)
 
 
 def _squeeze_excite(x, spec: BlockSpec, se: SqueezeExcite, initializer: Optional[str] = None):
@@ -43,8 +48,8 @@ def _conv3x3(x, spec: BlockSpec, layout: BlockLayout, name: str, use_bias: bool,
     if layout.pad is not None:
         x = layers.ZeroPadding2D(1, name=layout.pad.name)(x)
         padding = "valid"
-    return layers.Conv2D(
-        spec.out_channels, 3, strides=spec.stride, padding=padding, groups=spec.groups,
+    return _conv(
+        spec.out_channels, 3, spec.groups, strides=spec.stride, padding=padding,
         use_bias=use_bias, name=name, **_init(initializer),
     )(x)
 
@@ -67,9 +72,8 @@ def _train_branches(x, spec: BlockSpec, layout: BlockLayout, initializer: Option
     point = x
     if layout.subsample is not None:
         point = layers.MaxPooling2D(1, strides=spec.stride, name=layout.subsample.name)(point)
-    point = layers.Conv2D(
-        spec.out_channels, 1, groups=spec.groups, use_bias=False,
-        name=layout.conv_1x1.conv.name, **_init(initializer),
+    point = _conv(
+        spec.out_channels, 1, spec.groups, use_bias=False, name=layout.conv_1x1.conv.name, **_init(initializer),
     )(point)
     branches.append(_batchnorm(layout.conv_1x1.bn.name)(point))
     if layout.identity is not None:

@@ -1,0 +1,76 @@
+"""Grouped convolutions (B*g2, B*g4) run on TensorFlow's own kernel, not XLA, and change
+nothing else: timm's logits, the layer names and weights, the .tflite file (`GroupedConv2D`
+in keras_repvgg/models/saved_layers.py; its speed is `python -m benchmarks --sections grouped`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.grouped import keras_conv2d_copy
+from keras_repvgg.converters import convert_checkpoint
+from keras_repvgg.models.saved_layers import GroupedConv2D
+
+from helpers import assert_close_to_timm, keras_logits, random_images, timm_checkpoint, timm_reference
+
+SIZE = 64
+
+
+def _xla_functions(model) -> list[str]:
+    """The functions a traced call of `model` asks XLA to compile."""
+    import tensorflow as tf
+
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32)).graph.as_graph_def()
+    found = [f.signature.name for f in graph.library.function if f.attr.get("_XlaMustCompile") and
+             f.attr["_XlaMustCompile"].b]
+    found += [n.name for n in graph.node if n.attr.get("_XlaMustCompile") and n.attr["_XlaMustCompile"].b]
+    return found
+
+
+@pytest.mark.parametrize("arch", ["repvgg_b1g4", "repvgg_b2g4"])
+def test_grouped_layers_run_without_xla_and_give_timms_logits(arch):
+    x = random_images(2, SIZE, seed=1)
+    for form in ("train", "fused"):
+        model = convert_checkpoint(timm_checkpoint(arch, 5, form), input_size=SIZE).model
+        grouped = [layer for layer in model.layers if getattr(layer, "groups", 1) > 1]
+        assert grouped and all(isinstance(layer, GroupedConv2D) for layer in grouped), form
+        assert _xla_functions(model) == [], form
+        ours = keras_logits(model, x)
+        assert_close_to_timm(ours, timm_reference(arch, 5, x), rel=1e-5)
+        # Control: Keras' own Conv2D of the same weights compiles each grouped conv with XLA,
+        # so the check above can tell; and it computes the same numbers.
+        keras_own = keras_conv2d_copy(model)
+        assert len(_xla_functions(keras_own)) >= len(grouped), form
+        assert_close_to_timm(keras_logits(keras_own, x), ours, rel=1e-6)
+
+
+def test_tflite_file_has_the_ops_and_numbers_of_keras_conv2d():
+    """One CONV_2D per grouped conv, as from Keras' own layer: the same ops in the same order,
+    the same outputs bit for bit (only TensorFlow's tensor names differ)."""
+    from keras_repvgg.tflite import TFLiteRunner, export_tflite
+    from keras_repvgg.tflite.ops import model_ops
+
+    model = convert_checkpoint(timm_checkpoint("repvgg_b1g4", 5, "fused"), input_size=SIZE).model
+    ours, keras_own = export_tflite(model, "float32"), export_tflite(keras_conv2d_copy(model), "float32")
+    assert model_ops(ours) == model_ops(keras_own)
+    ops = {op.name: op.count for op in model_ops(ours)}
+    assert ops["CONV_2D"] == 28 and "SPLIT" not in ops and "CONCATENATION" not in ops, ops
+    x = random_images(2, SIZE, seed=3)
+    assert np.array_equal(TFLiteRunner(ours)(x), TFLiteRunner(keras_own)(x))
+
+
+def test_files_with_keras_conv2d_still_load(tmp_path):
+    """A .keras file written before GroupedConv2D (Keras' Conv2D) loads and computes the same;
+    a new one loads with GroupedConv2D."""
+    from keras_repvgg.models.io import load_model
+
+    model = convert_checkpoint(timm_checkpoint("repvgg_b1g4", 5, "fused"), input_size=SIZE).model
+    x = random_images(2, SIZE, seed=2)
+    expected = keras_logits(model, x)
+    for name, saved in (("old", keras_conv2d_copy(model)), ("new", model)):
+        saved.save(tmp_path / f"{name}.keras")
+        loaded = load_model(tmp_path / f"{name}.keras")
+        kinds = {type(layer) for layer in loaded.layers if getattr(layer, "groups", 1) > 1}
+        assert (kinds == {GroupedConv2D}) if name == "new" else (GroupedConv2D not in kinds), (name, kinds)
+        np.testing.assert_allclose(keras_logits(loaded, x), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
