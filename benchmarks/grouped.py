@@ -9,9 +9,10 @@ Models without groups (A0, B0) are the same graph under every name: their spread
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -58,7 +59,8 @@ def run(variants: list[str], batches=(1, 8), size: int = 224, repeats: int = 15,
                 with torch.inference_mode():
                     fused(xt)
 
-            runs = {"timm": timm_run, **{name: (lambda g=g: g(tx).numpy()) for name, g in graphs.items()}}
+            runs: dict[str, Callable[[], Any]] = {"timm": timm_run}
+            runs.update({name: functools.partial(lambda g: g(tx).numpy(), g) for name, g in graphs.items()})
             worst = max(float(np.abs(g(tx).numpy() - reference).max()) for g in graphs.values())
             for run_ in runs.values():  # warm-up: traced, kernels chosen
                 run_()

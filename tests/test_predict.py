@@ -262,3 +262,36 @@ def test_progress_bar_on_a_terminal_only(models, image_folder):
     out, terminal = received[stdout].decode(), received[leader]
     assert len([json.loads(line) for line in out.splitlines()]) == 20
     assert b"images/s" in terminal and b"20 images" in terminal
+
+
+def test_the_interpreter_and_decoders_use_every_usable_core(models, image_folder, monkeypatch):
+    """LiteRT runs on one thread unless told: predict gives it every core the process may
+    use (its affinity), and decodes on as many threads."""
+    import concurrent.futures
+
+    import ai_edge_litert.interpreter as litert
+
+    from keras_repvgg.front import predict
+    from keras_repvgg.tflite import runtime
+
+    expected = list(classify_files(load_predictor(models["tflite"]), [image_folder["root"]], batch_size=4))
+    threads = {}
+    real_interpreter, real_pool = litert.Interpreter, concurrent.futures.ThreadPoolExecutor
+
+    def interpreter(*args, **kwargs):
+        threads["interpreter"] = kwargs["num_threads"]
+        return real_interpreter(*args, **kwargs)
+
+    def pool(workers, **kwargs):
+        threads["decoders"] = workers
+        return real_pool(workers, **kwargs)
+
+    monkeypatch.setattr(litert, "Interpreter", interpreter)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 3)
+    monkeypatch.setattr(predict, "usable_cores", lambda: 3)
+    monkeypatch.setattr(predict, "ThreadPoolExecutor", pool)
+    predictor = load_predictor(models["tflite"])
+    records = list(classify_files(predictor, [image_folder["root"]], batch_size=4))
+    assert threads == {"interpreter": 3, "decoders": 3}
+    top = lambda rs: [(r["image"], [t["index"] for t in r.get("top", [])]) for r in rs]  # noqa: E731
+    assert len(expected) > 2 and top(records) == top(expected)  # the same records

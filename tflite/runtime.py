@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
+
+from keras_repvgg.core.machine import usable_cores
 
 
 class TFLiteRunner:
     """The `serving_default` signature of a .tflite model on LiteRT's CPU interpreter.
 
-    Its one input and one output, whatever their names (ours are `image` and `logits`;
+    It runs on `num_threads` threads, by default every core the process may use. Its one
+    input and one output, whatever their names (ours are `image` and `logits`;
     other converters' differ). Quantized inputs and outputs are (de)quantized here,
     so callers pass and get floats. before_softmax=True gives the input of the file's
     final SOFTMAX, where it ends in one (the logits inside a probabilities file), instead
     of its output.
     """
 
-    def __init__(self, data: bytes, num_threads: int = 2, before_softmax: bool = False):
+    def __init__(self, data: bytes, num_threads: Optional[int] = None, before_softmax: bool = False):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        # Every core this process may run on, unless told: LiteRT's own default is one thread.
+        num_threads = num_threads or usable_cores()
 
         # Tensors inside a delegated partition are never written out: to read the logits,
         # run without XNNPACK (TFLite's own kernels, the same integer arithmetic).

@@ -8,7 +8,6 @@ thousands costs a line in the report, not the run.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Optional
 
@@ -18,10 +17,11 @@ from keras_repvgg.core.augment import Augmentation, augmented_pixels
 from keras_repvgg.core.configs import Preprocessing
 from keras_repvgg.core.errors import ImageError
 from keras_repvgg.core.folders import LabelledImages
+from keras_repvgg.core.machine import usable_cores
 from keras_repvgg.core.preprocessing import load_image
 from keras_repvgg.core.transform import normalize
 
-DECODE_THREADS = max(1, (os.cpu_count() or 2) // 2)
+DECODE_THREADS = max(1, usable_cores() // 2)
 
 
 class Skipped:

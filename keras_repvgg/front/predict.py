@@ -23,6 +23,7 @@ from keras_repvgg.core.configs import Preprocessing
 from keras_repvgg.core.description import LABELS_FILE, METADATA_FILE, ModelDescription, from_export_metadata
 from keras_repvgg.core.errors import ImageError, KerasRepVGGError
 from keras_repvgg.core.labels import class_names
+from keras_repvgg.core.machine import usable_cores
 from keras_repvgg.core.preprocessing import load_image, preprocess_input
 from keras_repvgg.core.transform import softmax
 from keras_repvgg.front.inputs import Unmatched, image_paths
@@ -195,7 +196,7 @@ def classify_files(
 
     items = image_paths(inputs)
     pending: deque[tuple[list[str], list[Future]]] = deque()
-    with ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="decode") as pool:
+    with ThreadPoolExecutor(threads or usable_cores(), thread_name_prefix="decode") as pool:
         while batch := list(itertools.islice(items, batch_size)):
             names = [item.name if isinstance(item, Unmatched) else item for item in batch]
             pending.append((names, [pool.submit(decoded, item) for item in batch]))
