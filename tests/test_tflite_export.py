@@ -113,7 +113,7 @@ def test_ops_are_builtin_static_and_one_conv_per_block(exports, arch):
     data = path.read_bytes()
     ops = {op.name: op for op in model_ops(data)}
     assert "TRANSPOSE" not in ops and not any(n.startswith(("CUSTOM", "FLEX")) for n in ops)
-    convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
+    convs = [layer for layer in model.layers if type(layer).__name__ in ("Conv2D", "GroupedConv2D")]
     assert ops["CONV_2D"].count == len(convs)  # a grouped conv is one CONV_2D, not a split
     runner = TFLiteRunner(data)
     assert list(runner.input["shape"]) == [1, SIZE, SIZE, 3]

@@ -42,7 +42,8 @@ print("trained")
 
 def test_the_training_form_has_no_strided_pointwise_convolution():
     model = keras_repvgg.create_model("repvgg_a0", form="train", input_shape=(32, 32, 3))
-    pointwise = [layer for layer in model.layers if type(layer).__name__ == "Conv2D" and tuple(layer.kernel_size) == (1, 1)]
+    pointwise = [layer for layer in model.layers if type(layer).__name__ in ("Conv2D", "GroupedConv2D")
+                 and tuple(layer.kernel_size) == (1, 1)]
     assert pointwise and all(tuple(layer.strides) == (1, 1) for layer in pointwise)
 
 
