@@ -7,6 +7,8 @@ pay. So the package registers it the moment Keras itself is imported, by whoever
 it: if that Keras is already loaded when `keras_repvgg` is imported, at once; otherwise a
 finder on `sys.meta_path` waits for it. Importing `keras_repvgg.models.backend` is what
 registers (its last line), so any of our own modules that uses Keras has registered too.
+The same goes for KerasHub: once `keras_hub` is imported, our KerasHub classes are
+registered, so that `ImageClassifier.from_preset` finds them (`models/hub.py`).
 
 No Keras, TensorFlow or keras_repvgg module is imported here.
 """
@@ -22,6 +24,10 @@ from types import ModuleType
 from typing import Any, Optional, Sequence
 
 _REGISTRAR = "keras_repvgg.models.backend"  # importing it registers our layers with Keras
+# KerasHub's `from_preset` finds classes by their registered names: importing this module
+# registers our KerasHub classes, once `keras_hub` is loaded (never under tf-keras, which
+# KerasHub does not run on).
+HUB, _HUB_REGISTRAR = "keras_hub", "keras_repvgg.models.hub"
 
 
 def legacy_keras_requested() -> bool:
@@ -34,14 +40,18 @@ def keras_module_name() -> str:
     return "tf_keras" if legacy_keras_requested() else "keras"
 
 
-def _register() -> None:
-    importlib.import_module(_REGISTRAR)
+def _watched() -> dict[str, str]:
+    """Module -> what to import once that module is loaded."""
+    watched = {keras_module_name(): _REGISTRAR}
+    if not legacy_keras_requested():
+        watched[HUB] = _HUB_REGISTRAR
+    return watched
 
 
 class _RegisterAfterExec(importlib.abc.Loader):
     """Runs Keras' own loader, then registers; anything else is the wrapped loader's."""
 
-    def __init__(self, inner: Any, finder: "_AfterKerasImport"):
+    def __init__(self, inner: Any, finder: "_AfterImport"):
         self._inner, self._finder = inner, finder
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> Optional[ModuleType]:
@@ -50,21 +60,24 @@ class _RegisterAfterExec(importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         self._inner.exec_module(module)
         self._finder.remove()
-        _register()
+        importlib.import_module(self._finder.registrar)
 
     def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, ...
         return getattr(self._inner, name)
 
 
-class _AfterKerasImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: wraps the loader that the other finders give for our Keras."""
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: wraps the loader that the other finders give for `module`."""
+
+    def __init__(self, module: str, registrar: str):
+        self.module, self.registrar = module, registrar
 
     def find_spec(self, fullname: str, path: Optional[Sequence[str]],
                   target: Optional[ModuleType] = None) -> Optional[importlib.machinery.ModuleSpec]:
-        if fullname != keras_module_name():
+        if fullname != self.module:
             return None
         for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
+            if isinstance(finder, _AfterImport) or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
@@ -79,10 +92,11 @@ class _AfterKerasImport(importlib.abc.MetaPathFinder):
 
 
 def register_when_keras_loads() -> None:
-    """Called by `keras_repvgg/__init__.py`: registers now if Keras is loaded, else when it is."""
-    if any(isinstance(finder, _AfterKerasImport) for finder in sys.meta_path):
-        return
-    if keras_module_name() in sys.modules:
-        _register()
-    else:
-        sys.meta_path.insert(0, _AfterKerasImport())
+    """Called by `keras_repvgg/__init__.py`: registers now what is loaded (Keras, KerasHub),
+    else when it is."""
+    waiting = {f.module for f in sys.meta_path if isinstance(f, _AfterImport)}
+    for module, registrar in _watched().items():
+        if module in sys.modules:
+            importlib.import_module(registrar)
+        elif module not in waiting:
+            sys.meta_path.insert(0, _AfterImport(module, registrar))

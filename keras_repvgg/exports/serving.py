@@ -25,6 +25,7 @@ from keras_repvgg.core.errors import KerasRepVGGError
 from keras_repvgg.core.heads import output_name, served_outputs
 from keras_repvgg.models.backend import LEGACY_KERAS, keras, require_backend
 from keras_repvgg.models.model import clone_with_weights, describe, graph_softmax
+from keras_repvgg.models.resize import resize_and_crop
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 IMAGE_SIGNATURE = "predict_images"
@@ -68,7 +69,6 @@ def decode_image(data, preprocessing: Preprocessing, size: Optional[int] = None)
 
     if size and size != preprocessing.input_size:  # the crop is `size`, the resize scales from it
         preprocessing = dataclasses.replace(preprocessing, input_size=size)
-    size = preprocessing.input_size
     # JPEG with the accurate integer IDCT, which decodes as Pillow does (the default,
     # INTEGER_FAST, is 1.3/255 off on average); PNG, GIF and BMP decode exactly anyway.
     image = tf.cond(
@@ -76,19 +76,7 @@ def decode_image(data, preprocessing: Preprocessing, size: Optional[int] = None)
         lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
         lambda: tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False),
     )
-    shape = tf.shape(image, out_type=tf.int64)
-    new_h, new_w = transform.resized_shape(shape[0], shape[1], preprocessing)
-    top, left = transform.crop_offsets(new_h, new_w, size)
-    method = transform.interpolation(preprocessing).tensorflow
-    # As Pillow does: the width first, rounded (halves up) and clipped to 8 bits, then the height
-    # (bicubic overshoots on sharp edges; Pillow clips that in between). antialias=True filters
-    # like Pillow when shrinking; nearest ignores it, as Pillow's does.
-    resized = tf.cast(image, tf.float32)
-    for height, width in ((shape[0], new_w), (new_h, new_w)):
-        resized = tf.image.resize(resized, tf.cast(tf.stack([height, width]), tf.int32), method, antialias=True)
-        resized = tf.clip_by_value(tf.floor(resized + 0.5), 0.0, transform.PIXEL_MAX)
-    top, left = tf.cast(top, tf.int32), tf.cast(left, tf.int32)
-    return tf.ensure_shape(tf.image.crop_to_bounding_box(resized, top, left, size, size), (size, size, 3))
+    return resize_and_crop(image, preprocessing)
 
 
 class _Serving:
