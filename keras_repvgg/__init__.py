@@ -44,6 +44,12 @@ _EXPORTS = {
     "with_head": "models.model",
     "ModelDescription": "core.description",
     "KerasRepVGGError": "core.errors",
+    # KerasHub (the [hub] extra): its classes, and presets of ours.
+    "save_preset": "front.preset",
+    "RepVGGBackbone": "models.hub",
+    "RepVGGImageClassifier": "models.hub",
+    "RepVGGImageClassifierPreprocessor": "models.hub",
+    "RepVGGImageConverter": "models.hub",
 }
 
 __all__ = sorted(_EXPORTS)

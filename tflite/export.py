@@ -138,9 +138,10 @@ def export_tflite(
     # route (measured: the same builtin ops, outputs and GPU-delegate results); not on torch.
     require_backend("TFLite export", ("tensorflow", "jax"), "TFLite's converter takes no torch-backend model", ExportError)
     from keras_repvgg.core.labels import checked_labels
-    from keras_repvgg.models.model import describe
+    from keras_repvgg.models.model import as_keras_model, describe
 
     _check_options(quantization, io_dtype, output, input)
+    model = as_keras_model(model)  # a KerasHub one: ours, the same weights
     description = describe(model)
     graphs: list[Int8Graph] = []
     if quantization == "int8":

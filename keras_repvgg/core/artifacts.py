@@ -21,12 +21,14 @@ class ArtifactKind(str, enum.Enum):
     TFLITE = "tflite"  # a .tflite file
     SAVEDMODEL = "savedmodel"  # a folder with saved_model.pb, or TF Serving's numbered versions of one
     CHECKPOINT = "checkpoint"  # any SOURCE convert takes: a file, a folder with model.safetensors, a hub id
+    PRESET = "preset"  # a KerasHub preset folder of ours: config.json naming our backbone, model.weights.h5
 
 
 SAFETENSORS_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin")  # official RepVGG checkpoints, PyTorch pickles
 CHECKPOINT_WEIGHTS = "model.safetensors"  # what a checkpoint folder (timm's, the hub's) holds
 SAVEDMODEL_GRAPH = "saved_model.pb"
+PRESET_WEIGHTS = "model.weights.h5"  # KerasHub's backbone weights, beside its config.json
 SUFFIXES = {
     ArtifactKind.KERAS: (".keras",),
     ArtifactKind.KERAS_WEIGHTS: (".h5",),  # Keras 3 saves weights only as .weights.h5
@@ -40,6 +42,7 @@ WHAT = {
     ArtifactKind.SAVEDMODEL: "a SavedModel folder",
     ArtifactKind.CHECKPOINT: f"a checkpoint ({'/'.join(SUFFIXES[ArtifactKind.CHECKPOINT])} file, "
                              f"folder with {CHECKPOINT_WEIGHTS}, or hub id)",
+    ArtifactKind.PRESET: "a KerasHub preset folder",
 }
 
 
@@ -74,11 +77,13 @@ def file_kind(path: "str | os.PathLike[str]", accept: Collection[ArtifactKind] =
             kind = ArtifactKind.SAVEDMODEL
         elif (local / CHECKPOINT_WEIGHTS).is_file():
             kind = ArtifactKind.CHECKPOINT
+        elif (local / PRESET_WEIGHTS).is_file():
+            kind = ArtifactKind.PRESET
         else:
             found = sorted(p.name for p in local.iterdir())[:10]
-            raise ArtifactError(f"{path}: a folder with neither {SAVEDMODEL_GRAPH} (a SavedModel, or numbered "
-                                f"versions of one) nor {CHECKPOINT_WEIGHTS} (found: {found}); "
-                                f"expected {expected(accept)}")
+            raise ArtifactError(f"{path}: a folder with none of {SAVEDMODEL_GRAPH} (a SavedModel, or numbered "
+                                f"versions of one), {CHECKPOINT_WEIGHTS} (a checkpoint) or {PRESET_WEIGHTS} "
+                                f"(a KerasHub preset) (found: {found}); expected {expected(accept)}")
     elif kind is None and local.is_file():
         raise ArtifactError(f"{path}: unknown kind of file {local.suffix or '(no suffix)'!r}; expected {expected(accept)}")
     kind = kind or ArtifactKind.CHECKPOINT

@@ -24,7 +24,7 @@ from keras_repvgg.core.description import LABELS_FILE, METADATA_FILE, ModelDescr
 from keras_repvgg.core.errors import KerasRepVGGError
 from keras_repvgg.core.heads import output_name, served_outputs
 from keras_repvgg.models.backend import LEGACY_KERAS, keras, require_backend
-from keras_repvgg.models.model import clone_with_weights, describe, graph_softmax
+from keras_repvgg.models.model import as_keras_model, clone_with_weights, describe, graph_softmax
 from keras_repvgg.models.resize import resize_and_crop
 
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -162,6 +162,7 @@ def export_saved_model(
 
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise KerasRepVGGError(f"version must be a non-negative integer, got {version!r}")
+    model = as_keras_model(model)  # a KerasHub one: ours, the same weights
     description = describe(model)
     output_name(description.head, f"model {model.name!r}")  # a head no export holds fails here
     size = model.input_shape[1]

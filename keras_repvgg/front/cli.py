@@ -34,6 +34,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from keras_repvgg.converters import convert_checkpoint
     from keras_repvgg.models.io import save_model
 
+    if not args.output and not args.preset:
+        raise KerasRepVGGError("convert needs -o OUT.keras, --preset DIR or both")
+    if args.preset:
+        from keras_repvgg.exports.preset import check_target
+
+        check_target(args.preset)  # before the conversion, which may take a while
     result = convert_checkpoint(
         args.source,
         args.arch,
@@ -55,8 +61,18 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         f"{'0-255 RGB' if args.include_preprocessing else 'normalized'} input"
     )
     print(f"parameters {model.count_params():,}")
-    save_model(model, args.output)
-    print(f"wrote {args.output}")
+    if args.output:
+        save_model(model, args.output)
+        print(f"wrote {args.output}")
+    if args.preset:
+        from keras_repvgg.exports.preset import write_preset
+        from keras_repvgg.front.preset import measure_fidelity
+
+        fidelity, why = measure_fidelity(model, result.checkpoint.weights_path)
+        print(f"timm's logits: largest difference {fidelity.max_abs:.2e} ({fidelity.relative:.2e} of the largest logit)"
+              if fidelity else f"timm's logits: {why}")
+        write_preset(model, args.preset, fidelity, why)
+        print(f"wrote KerasHub preset {args.preset}")
     return 0
 
 
@@ -284,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="take 0-255 RGB and normalize inside the model",
     )
     p.add_argument("--allow-nonfinite", action="store_true", help="convert weights holding NaN or inf")
-    p.add_argument("-o", "--output", required=True, help="output .keras file")
+    p.add_argument("-o", "--output", help="output .keras file")
+    p.add_argument("--preset", metavar="DIR",
+                   help="also (or instead) write a KerasHub preset folder with a model card (needs keras-hub)")
     p.set_defaults(func=_cmd_convert)
 
     export = sub.add_parser("export", help="export a model").add_subparsers(dest="format", required=True)

@@ -14,13 +14,14 @@ from typing import Any, Collection, Optional
 from keras_repvgg.core.artifacts import ArtifactKind, file_kind, savedmodel_version
 from keras_repvgg.core.errors import ArtifactError
 
-KERAS_MODELS = (ArtifactKind.KERAS, ArtifactKind.CHECKPOINT)  # what gives a Keras model
-PREDICTABLE = (ArtifactKind.KERAS, ArtifactKind.TFLITE, ArtifactKind.SAVEDMODEL, ArtifactKind.CHECKPOINT)
+KERAS_MODELS = (ArtifactKind.KERAS, ArtifactKind.CHECKPOINT, ArtifactKind.PRESET)  # what gives a Keras model
+PREDICTABLE = (ArtifactKind.KERAS, ArtifactKind.TFLITE, ArtifactKind.SAVEDMODEL, ArtifactKind.CHECKPOINT,
+               ArtifactKind.PRESET)
 
 
 @dataclasses.dataclass
 class Artifact:
-    """A loaded model file: a Keras model (.keras, a converted checkpoint), a .tflite file's
+    """A loaded model file: a Keras model (.keras, a converted checkpoint, a KerasHub preset), a .tflite file's
     bytes, or a SavedModel (TensorFlow's loaded object) with the version folder it came from."""
 
     kind: ArtifactKind
@@ -53,6 +54,10 @@ def load_artifact(
         version = savedmodel_version(path)
         assert version is not None  # file_kind found it
         return Artifact(kind, version, tf.saved_model.load(str(version)))
+    if kind is ArtifactKind.PRESET:
+        from keras_repvgg.models.hub import load_preset
+
+        return Artifact(kind, path, load_preset(path))
     if kind is ArtifactKind.KERAS_WEIGHTS:
         raise ArtifactError(f"{path}: weights alone; build the model (create_model(..., weights=PATH)) to load them")
     from keras_repvgg.converters import convert_checkpoint

@@ -73,6 +73,9 @@ class RepVGGBackbone(keras_hub.models.Backbone):
         self.variant, self.form, self.image_shape = variant, form, image_shape
         self.preprocessing, self.source, self.license = p, source, license
 
+    def to_keras_model(self) -> keras.Model:
+        return to_keras_model(self)
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "variant": self.variant, "form": self.form,
                 "image_shape": list(self.image_shape), "preprocessing": _preprocessing_dict(self.preprocessing),
@@ -227,3 +230,23 @@ def _layers(model) -> list:
         else:
             out.append(layer)
     return out
+
+
+def load_preset(directory) -> keras.Model:
+    """A KerasHub preset folder of ours, loaded by KerasHub (the classifier where the folder
+    has one, else the backbone) and given back as our Keras model (`to_keras_model`)."""
+    import json
+    from pathlib import Path
+
+    folder = Path(directory)
+    try:
+        registered = json.loads((folder / "config.json").read_text()).get("registered_name")
+    except (OSError, ValueError) as err:
+        raise KerasRepVGGError(f"{folder / 'config.json'}: not readable as KerasHub's config ({err})") from None
+    expected = keras.saving.get_registered_name(RepVGGBackbone)
+    if registered != expected:
+        raise KerasRepVGGError(f"{folder / 'config.json'}: registered_name is {registered!r}, expected {expected!r} "
+                               "(a KerasHub preset of another model)")
+    if (folder / "task.json").is_file():
+        return to_keras_model(keras_hub.models.ImageClassifier.from_preset(str(folder)))
+    return to_keras_model(keras_hub.models.Backbone.from_preset(str(folder)))

@@ -241,6 +241,13 @@ def with_head(
     return keras.Model(inputs, outputs, name=name or f"{backbone.name}_classifier")
 
 
+def as_keras_model(model):
+    """Ours as it is; a RepVGG KerasHub model (`models/hub.py`: it has `to_keras_model`) as
+    ours, with the same weights. The exports take either through this."""
+    to_keras = getattr(model, "to_keras_model", None)
+    return to_keras() if callable(to_keras) else model
+
+
 def describe(model) -> ModelDescription:
     """The description of a model built or converted by keras-repvgg, or made by `with_head`.
 

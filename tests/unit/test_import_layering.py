@@ -18,7 +18,10 @@ LAYER = {"core": "core", "models": "models", "converters": "converters", "export
 # Which layers each layer may import.
 ALLOWED = {"core": {"core"}, "models": {"core", "models"}, "converters": {"core", "models", "converters"},
            "exports": {"core", "models", "exports"}, "front": set(LAYER.values())}
-OPTIONAL = {"keras_repvgg.front.beam": "apache_beam"}  # modules of optional extras: no other module imports them
+# Modules of optional extras: no other module imports them (the timm child runs as `python -m`).
+OPTIONAL = {"keras_repvgg.front.beam": "apache_beam", "keras_repvgg.front.timm_logits": "timm"}
+# The KerasHub classes' module alone imports keras_hub; others import it inside functions only.
+OPTIONAL_INSIDE_FUNCTIONS = {"keras_repvgg.models.hub": "keras_hub"}
 
 
 def _layer(module: str) -> str:
@@ -98,6 +101,39 @@ def test_optional_extras_stay_optional():
                 wrong.append(f"{module} imports {package}")
             if own in _imports(module, path):
                 wrong.append(f"{module} imports {own}")
+    assert not wrong, wrong
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """What a module imports at import time: statements outside functions (nested ones too)."""
+    out: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(child, ast.Import):
+                out.update(a.name for a in child.names)
+            elif isinstance(child, ast.ImportFrom) and not child.level:
+                out.add(child.module or "")
+                out.update(f"{child.module}.{a.name}" for a in child.names)
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return out
+
+
+def test_kerashub_is_imported_only_when_used():
+    """keras_hub (the [hub] extra, seconds to import) is imported at import time by
+    keras_repvgg.models.hub alone, and that module only inside functions elsewhere."""
+    modules = _modules()
+    wrong = []
+    for own, package in OPTIONAL_INSIDE_FUNCTIONS.items():
+        assert package in {n.split(".")[0] for n in _top_level_imports(modules[own])}  # a control
+        for module, path in modules.items():
+            found = _top_level_imports(path)
+            if module != own and (any(n.split(".")[0] == package for n in found) or own in found):
+                wrong.append(f"{module} imports {package if own not in found else own} at import time")
     assert not wrong, wrong
 
 
