@@ -262,6 +262,7 @@ def test_bad_requests_are_clear_errors(exports):
         export_tflite(model, "int8", random_images(16, SIZE), int8_graph="identity-apart")
 
 
+@KERAS3_ONLY  # the int8 search and the command line; under tf-keras: test_int8_from_the_training_form_keeps_the_identity_apart
 def test_cli_export_with_image_folder_and_gpu_check(tmp_path, capsys, request):
     path = tmp_path / "a0.safetensors"
     shutil.copy(timm_checkpoint("repvgg_a0", seed=SEED), path)
