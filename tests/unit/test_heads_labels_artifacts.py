@@ -71,12 +71,17 @@ def test_a_path_has_one_kind(tmp_path):
     (tmp_path / "hub").mkdir()
     (tmp_path / "hub" / "model.safetensors").write_bytes(b"")
     assert file_kind(tmp_path / "hub") is ArtifactKind.CHECKPOINT
+    (tmp_path / "preset").mkdir()
+    (tmp_path / "preset" / "model.weights.h5").write_bytes(b"")
+    assert file_kind(tmp_path / "preset") is ArtifactKind.PRESET
     (tmp_path / "a0.onnx").write_bytes(b"")
     with pytest.raises(ArtifactError, match=r"a0.onnx: unknown kind of file '.onnx'; expected a .keras file, "
-                                            r"a .weights.h5 file, a .tflite file, a SavedModel folder or a checkpoint"):
+                                            r"a .weights.h5 file, a .tflite file, a SavedModel folder, a checkpoint .* "
+                                            r"or a KerasHub preset folder"):
         file_kind(tmp_path / "a0.onnx")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ArtifactError, match="empty: a folder with neither saved_model.pb .* nor model.safetensors"):
+    with pytest.raises(ArtifactError, match="empty: a folder with none of saved_model.pb .*, model.safetensors .* "
+                                            "or model.weights.h5"):
         file_kind(tmp_path / "empty")
     with pytest.raises(ArtifactError, match=r"a0.tflite is a .tflite file; expected a .keras file or a checkpoint"):
         file_kind("a0.tflite", (ArtifactKind.KERAS, ArtifactKind.CHECKPOINT))
