@@ -35,13 +35,23 @@ BACKENDS = ("tensorflow", "torch")
 EXTRA = "pip install 'keras-repvgg[onnx]'"
 
 
-def _require(module: str, why: str):
-    import importlib
+def _missing(module: str, err: ImportError) -> MissingDependencyError:
+    return MissingDependencyError(f"ONNX export needs {module}: {EXTRA} ({err})")
 
+
+def _onnx():
     try:
-        return importlib.import_module(module)
+        import onnx
     except ImportError as err:
-        raise MissingDependencyError(f"ONNX export needs {module} ({why}): {EXTRA} ({err})") from None
+        raise _missing("onnx", err) from None
+    return onnx
+
+
+def _check_tf2onnx() -> None:
+    try:
+        import tf2onnx  # noqa: F401
+    except ImportError as err:
+        raise _missing("tf2onnx", err) from None
 
 
 def export_onnx(model, *, opset: Optional[int] = None, labels: Optional[Sequence[str]] = None) -> bytes:
@@ -60,9 +70,9 @@ def export_onnx(model, *, opset: Optional[int] = None, labels: Optional[Sequence
     from keras_repvgg.models.backend import BACKEND, LEGACY_KERAS, keras, require_backend
 
     require_backend("ONNX export", BACKENDS, "Keras' ONNX export on JAX needs jax2onnx, untested here", ExportError)
-    onnx = _require("onnx", "to name the graph's input and output and to store the metadata")
+    onnx = _onnx()  # names the graph's input and output, stores the metadata
     if BACKEND == "tensorflow":
-        _require("tf2onnx", "Keras converts TensorFlow graphs with it")
+        _check_tf2onnx()  # Keras converts TensorFlow graphs with it
     from keras_repvgg.core.labels import checked_labels
     from keras_repvgg.models.model import describe
     from keras_repvgg.models.reparameterization import reparameterize
@@ -175,5 +185,4 @@ def write_onnx(data: bytes, path: "str | os.PathLike[str]") -> Path:
 
 def read_onnx_metadata(data: bytes) -> dict[str, str]:
     """The file's `metadata_props` as a dict (`keras_repvgg.json`, `labels.txt`)."""
-    onnx = _require("onnx", "to read the file")
-    return {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
+    return {p.key: p.value for p in _onnx().load_from_string(data).metadata_props}

@@ -19,6 +19,9 @@ LAYER = {"core": "core", "models": "models", "converters": "converters", "export
 ALLOWED = {"core": {"core"}, "models": {"core", "models"}, "converters": {"core", "models", "converters"},
            "exports": {"core", "models", "exports"}, "front": set(LAYER.values())}
 OPTIONAL = {"keras_repvgg.front.beam": "apache_beam"}  # modules of optional extras: no other module imports them
+# Modules that import an extra's packages inside their functions only (a clear error when it is
+# missing): other modules may import them, and the package still imports without the extra.
+LAZY_OPTIONAL = {"keras_repvgg.exports.onnx": ("onnx", "tf2onnx", "onnxruntime")}
 
 
 def _layer(module: str) -> str:
@@ -98,6 +101,29 @@ def test_optional_extras_stay_optional():
                 wrong.append(f"{module} imports {package}")
             if own in _imports(module, path):
                 wrong.append(f"{module} imports {own}")
+    assert not wrong, wrong
+
+
+def _imported_packages(nodes) -> set[str]:
+    names = {a.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for a in node.names}
+    return names | {(node.module or "").split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom) and not node.level}
+
+
+def test_lazy_extras_import_inside_functions_only():
+    """tf2onnx, onnx and onnxruntime (the [onnx] extra) are named by keras_repvgg.exports.onnx alone, and
+    only inside its functions."""
+    modules = _modules()
+    wrong = []
+    for own, packages in LAZY_OPTIONAL.items():
+        tree = ast.parse(modules[own].read_text())
+        inside = _imported_packages(ast.walk(tree))
+        assert "tf2onnx" in inside  # a control: the checker has something to see
+        top = _imported_packages(tree.body)
+        wrong += [f"{own} imports {p} at its top" for p in packages if p in top]
+    for module, path in modules.items():
+        if module not in LAZY_OPTIONAL:
+            found = _imported_packages(ast.walk(ast.parse(path.read_text())))
+            wrong += [f"{module} imports {p}" for ps in LAZY_OPTIONAL.values() for p in ps if p in found]
     assert not wrong, wrong
 
 
