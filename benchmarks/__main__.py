@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving", "peers", "int8_accuracy", "int8_seeds", "transfer",
-            "batch_predict", "backends", "training_speed", "training_accuracy", "grouped")
+            "batch_predict", "backends", "training_speed", "training_accuracy", "grouped", "onnx")
 
 
 def _threads(n: int) -> None:
@@ -46,6 +46,7 @@ def main() -> None:
         conversion,
         grouped,
         latency,
+        onnx_runtime,
         peers,
         reparam,
         serving,
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--serving-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
     parser.add_argument("--backend-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
     parser.add_argument("--grouped-variants", nargs="+", default=["repvgg_a0", "repvgg_b0", "repvgg_b1g4", "repvgg_b2g4"])
+    parser.add_argument("--onnx-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
@@ -97,6 +99,7 @@ def main() -> None:
         # The defaults, and each choice they made against its alternative.
         "training_accuracy": lambda: [training.accuracy(args.seeds), training.accuracy(args.seeds, warmup_epochs=0)],
         "grouped": lambda: grouped.run(args.grouped_variants, repeats=args.repeats // 2),
+        "onnx": lambda: onnx_runtime.run(args.onnx_variants, threads=args.threads, repeats=args.repeats),
     }
     for section in args.sections:
         # Each section keeps the machine it ran on: sections run at other times keep theirs.

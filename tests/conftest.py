@@ -34,7 +34,7 @@ else:
 # collection order, so a long file collected last would run alone at the end of the pass.
 LONGEST_FIRST = ("test_tflite_int8_trained.py", "test_multiworker.py", "test_tflite_export.py",
                  "test_converters_parity.py", "test_tflite_mediapipe.py", "test_hardening.py",
-                 "test_backend_parity.py", "test_backend_api.py", "test_serving.py", "test_beam.py")
+                 "test_backend_parity.py", "test_backend_api.py", "test_serving.py", "test_onnx_export.py", "test_beam.py")
 
 
 def pytest_collection_modifyitems(config, items):

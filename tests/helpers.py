@@ -401,3 +401,23 @@ def digits_backbone_checkpoint(seed: int = 0) -> Path:
     version = hashlib.sha256(code.encode()).hexdigest()[:8]
     return _cached(f"digits-4-9-a0-seed{seed}-{version}.safetensors",
                    lambda path: save_checkpoint(digits.digits_backbone(seed), path))
+
+
+def onnx_runtime_outputs(files: list[Path], x: np.ndarray, work: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
+    """Each .onnx file run by ONNX Runtime in a fresh process (tests/onnx_child.py) on the batch
+    `x` and on its first image alone: [(batch outputs, one-image outputs)] and, per file, its
+    input's and output's names and shapes and its metadata as ONNX Runtime reads them."""
+    import json
+    import subprocess
+    import sys
+
+    work.mkdir(parents=True, exist_ok=True)
+    np.save(work / "inputs.npy", x)
+    child = Path(__file__).resolve().parent / "onnx_child.py"
+    run = subprocess.run([sys.executable, str(child), str(work), *map(str, files)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    with np.load(work / "outputs.npz") as out:
+        results = [(out[f"{i}.batch"], out[f"{i}.one"]) for i in range(len(files))]
+    return results, {Path(k): v for k, v in report.items()}

@@ -117,7 +117,7 @@ class ModelDescription:
 
 
 # --- what exports carry -----------------------------------------------------------------
-# One schema for the TFLite file's and the SavedModel's `keras_repvgg.json`: the description,
+# One schema for the TFLite file's, the SavedModel's and the ONNX file's `keras_repvgg.json`: the description,
 # plus what it implies, spelled out for readers in other languages.
 METADATA_FILE = "keras_repvgg.json"
 LABELS_FILE = "labels.txt"

@@ -40,6 +40,10 @@ class ExportError(KerasRepVGGError):
     """An export that cannot be made as asked: bad options or calibration data."""
 
 
+class MissingDependencyError(ExportError):
+    """An export whose optional extra is not installed (ONNX: pip install 'keras-repvgg[onnx]')."""
+
+
 # Conversions: each message names the file and the problem.
 class CheckpointError(KerasRepVGGError):
     """A checkpoint that cannot be read or used: missing, unreadable, corrupt or unsupported."""

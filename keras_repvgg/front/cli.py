@@ -162,6 +162,22 @@ def _cmd_export_savedmodel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from keras_repvgg.core.heads import output_name
+    from keras_repvgg.exports.onnx import INPUT_NAME, export_onnx, write_onnx
+    from keras_repvgg.models.model import describe
+
+    model = _load_model(args)
+    data = export_onnx(model, opset=args.opset)
+    write_onnx(data, args.output)
+    size, description = model.input_shape[1], describe(model)
+    print(f"wrote {args.output} ({len(data) / 2**20:.1f} MiB)")
+    print(f"in: {INPUT_NAME} float32 [batch, {size}, {size}, 3] "
+          f"({'0-255 RGB pixels' if description.takes_pixels else 'normalized RGB'}); "
+          f"out: {output_name(description.head)} float32")
+    return 0
+
+
 def _progress(records, terminal):
     """Pass the records through, with a bar (count, images/s) on the terminal."""
     from rich.console import Console
@@ -338,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="variant name, for a SOURCE")
     p.add_argument("--input-size", type=int, help="input height and width, for a SOURCE")
     p.set_defaults(func=_cmd_export_savedmodel, include_preprocessing=False)
+
+    p = export.add_parser("onnx", help="export an .onnx model (normalized NHWC input, the model's output)")
+    p.add_argument("model", help="a .keras file, or any SOURCE that convert takes")
+    p.add_argument("-o", "--output", required=True, help="output .onnx file")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the converter's)")
+    p.add_argument("--arch", help="variant name, for a SOURCE")
+    p.add_argument("--input-size", type=int, help="input height and width, for a SOURCE")
+    p.set_defaults(func=_cmd_export_onnx, include_preprocessing=False)
 
     p = sub.add_parser("predict", help="classify images with a .keras, .tflite, SavedModel or SOURCE")
     p.add_argument("model", help="a .keras file, a .tflite file, a SavedModel folder, or any SOURCE")

@@ -22,6 +22,9 @@ ALLOWED = {"core": {"core"}, "models": {"core", "models"}, "converters": {"core"
 OPTIONAL = {"keras_repvgg.front.beam": "apache_beam", "keras_repvgg.front.timm_logits": "timm"}
 # The KerasHub classes' module alone imports keras_hub; others import it inside functions only.
 OPTIONAL_INSIDE_FUNCTIONS = {"keras_repvgg.models.hub": "keras_hub"}
+# Modules that import an extra's packages inside their functions only (a clear error when it is
+# missing): other modules may import them, and the package still imports without the extra.
+LAZY_OPTIONAL = {"keras_repvgg.exports.onnx": ("onnx", "tf2onnx", "onnxruntime")}
 
 
 def _layer(module: str) -> str:
@@ -134,6 +137,26 @@ def test_kerashub_is_imported_only_when_used():
             found = _top_level_imports(path)
             if module != own and (any(n.split(".")[0] == package for n in found) or own in found):
                 wrong.append(f"{module} imports {package if own not in found else own} at import time")
+def _imported_packages(nodes) -> set[str]:
+    names = {a.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for a in node.names}
+    return names | {(node.module or "").split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom) and not node.level}
+
+
+def test_lazy_extras_import_inside_functions_only():
+    """tf2onnx, onnx and onnxruntime (the [onnx] extra) are named by keras_repvgg.exports.onnx alone, and
+    only inside its functions."""
+    modules = _modules()
+    wrong = []
+    for own, packages in LAZY_OPTIONAL.items():
+        tree = ast.parse(modules[own].read_text())
+        inside = _imported_packages(ast.walk(tree))
+        assert "tf2onnx" in inside  # a control: the checker has something to see
+        top = _imported_packages(tree.body)
+        wrong += [f"{own} imports {p} at its top" for p in packages if p in top]
+    for module, path in modules.items():
+        if module not in LAZY_OPTIONAL:
+            found = _imported_packages(ast.walk(ast.parse(path.read_text())))
+            wrong += [f"{module} imports {p}" for ps in LAZY_OPTIONAL.values() for p in ps if p in found]
     assert not wrong, wrong
 
 
