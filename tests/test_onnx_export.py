@@ -23,7 +23,7 @@ from helpers import KERAS3_ONLY, assert_close_to_timm, onnx_runtime_outputs, ran
 
 SIZE = 64
 SEED = 2  # of the timm models converted here (the TFLite tests' too: the same cached checkpoints)
-# B1g4's export takes tf2onnx 18 s and 8.7 GB at its peak (docs/serving.md, "ONNX"): the Keras 3 pass
+# B1g4's export takes tf2onnx 18 s and 8.7 GB at its peak (docs/onnx.md, "Memory and time"): the Keras 3 pass
 # only; under tf-keras, A0 shows the other route (tf2onnx's from_function) end to end.
 ARCHS = ["repvgg_a0", pytest.param("repvgg_b1g4", marks=KERAS3_ONLY)]
 
@@ -109,7 +109,7 @@ write_onnx(export_onnx(model), sys.argv[3])
 @pytest.mark.timeout(900)
 def test_d2se_at_320_matches_timm(tmp_path):
     """D2se (squeeze-excitation, 120M parameters) at its 320 px, exported on Keras' torch backend:
-    tf2onnx would need some 20 GB for it (docs/serving.md, "ONNX"); torch.onnx takes 4."""
+    tf2onnx would need some 20 GB for it (docs/onnx.md, "Memory and time"); torch.onnx takes 4."""
     path = tmp_path / "d2se.onnx"
     run = subprocess.run([sys.executable, "-c", D2SE_CHILD, str(timm_checkpoint("repvgg_d2se", seed=SEED)), "320",
                           str(path)], env={**os.environ, "KERAS_BACKEND": "torch"}, capture_output=True, text=True,

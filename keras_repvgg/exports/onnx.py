@@ -64,7 +64,7 @@ def export_onnx(model, *, opset: Optional[int] = None, labels: Optional[Sequence
     labels: the class names stored as `labels.txt`; by default the model's own, else none.
 
     Keras' exporter runs on the TensorFlow and torch backends; the graph is the same
-    computation either way (see docs/serving.md, "ONNX"), but the bytes are the running
+    computation either way (see docs/onnx.md), but the bytes are the running
     backend's. The same model on the same backend gives the same bytes.
     """
     from keras_repvgg.models.backend import BACKEND, LEGACY_KERAS, keras, require_backend
@@ -74,9 +74,10 @@ def export_onnx(model, *, opset: Optional[int] = None, labels: Optional[Sequence
     if BACKEND == "tensorflow":
         _check_tf2onnx()  # Keras converts TensorFlow graphs with it
     from keras_repvgg.core.labels import checked_labels
-    from keras_repvgg.models.model import describe
+    from keras_repvgg.models.model import as_keras_model, describe
     from keras_repvgg.models.reparameterization import reparameterize
 
+    model = as_keras_model(model)  # a KerasHub one: ours, the same weights
     description = describe(model)
     output = output_name(description.head, f"model {model.name!r}")  # a features_only model fails here
     shape = tuple(model.input_shape[1:])
