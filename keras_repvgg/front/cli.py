@@ -178,6 +178,22 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_openvino(args: argparse.Namespace) -> int:
+    from keras_repvgg.core.heads import output_name
+    from keras_repvgg.exports.openvino import INPUT_NAME, MODEL_FILE, export_openvino, new_folder
+    from keras_repvgg.models.model import describe
+
+    new_folder(args.output)  # before the conversion, which may take a while
+    model = _load_model(args)
+    folder = export_openvino(model, args.output)
+    size, description = model.input_shape[1], describe(model)
+    print(f"wrote {folder / MODEL_FILE} and its weights ({sum(p.stat().st_size for p in folder.iterdir()) / 2**20:.1f} MiB)")
+    print(f"in: {INPUT_NAME} float32 [batch, {size}, {size}, 3] "
+          f"({'0-255 RGB pixels' if description.takes_pixels else 'normalized RGB'}); "
+          f"out: {output_name(description.head)} float32")
+    return 0
+
+
 def _progress(records, terminal):
     """Pass the records through, with a bar (count, images/s) on the terminal."""
     from rich.console import Console
@@ -362,6 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="variant name, for a SOURCE")
     p.add_argument("--input-size", type=int, help="input height and width, for a SOURCE")
     p.set_defaults(func=_cmd_export_onnx, include_preprocessing=False)
+
+    p = export.add_parser("openvino", help="export an OpenVINO IR folder (normalized NHWC input, the model's output)")
+    p.add_argument("model", help="a .keras file, a KerasHub preset folder, or any SOURCE that convert takes")
+    p.add_argument("-o", "--output", required=True, help="output folder (model.xml, model.bin, keras_repvgg.json)")
+    p.add_argument("--arch", help="variant name, for a SOURCE")
+    p.add_argument("--input-size", type=int, help="input height and width, for a SOURCE")
+    p.set_defaults(func=_cmd_export_openvino, include_preprocessing=False)
 
     p = sub.add_parser("predict", help="classify images with a .keras, .tflite, SavedModel or SOURCE")
     p.add_argument("model", help="a .keras file, a .tflite file, a SavedModel folder, or any SOURCE")

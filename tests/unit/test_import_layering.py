@@ -24,7 +24,8 @@ OPTIONAL = {"keras_repvgg.front.beam": "apache_beam", "keras_repvgg.front.timm_l
 OPTIONAL_INSIDE_FUNCTIONS = {"keras_repvgg.models.hub": "keras_hub"}
 # Modules that import an extra's packages inside their functions only (a clear error when it is
 # missing): other modules may import them, and the package still imports without the extra.
-LAZY_OPTIONAL = {"keras_repvgg.exports.onnx": ("onnx", "tf2onnx", "onnxruntime")}
+LAZY_OPTIONAL = {"keras_repvgg.exports.onnx": ("onnx", "tf2onnx", "onnxruntime"),
+                 "keras_repvgg.exports.openvino": ("openvino",)}
 
 
 def _layer(module: str) -> str:
@@ -143,14 +144,14 @@ def _imported_packages(nodes) -> set[str]:
 
 
 def test_lazy_extras_import_inside_functions_only():
-    """tf2onnx, onnx and onnxruntime (the [onnx] extra) are named by keras_repvgg.exports.onnx alone, and
-    only inside its functions."""
+    """tf2onnx, onnx and onnxruntime (the [onnx] extra) are named by keras_repvgg.exports.onnx alone,
+    openvino by keras_repvgg.exports.openvino alone, and only inside their functions."""
     modules = _modules()
     wrong = []
     for own, packages in LAZY_OPTIONAL.items():
         tree = ast.parse(modules[own].read_text())
         inside = _imported_packages(ast.walk(tree))
-        assert "tf2onnx" in inside  # a control: the checker has something to see
+        assert packages[0] in inside  # a control: the checker has something to see
         top = _imported_packages(tree.body)
         wrong += [f"{own} imports {p} at its top" for p in packages if p in top]
     for module, path in modules.items():
