@@ -177,19 +177,29 @@ def _cached(name: str, write) -> Path:
 
 
 def timm_checkpoint(arch: str, seed: int = 0, form: str = "train", num_classes: int = 1000) -> Path:
-    """`make_timm_model(arch, seed, num_classes)` saved once for the run: `train` and `fused`
-    (timm's reparameterization) as safetensors, `official-train` and `official-deploy` as
-    the official RepVGG `.pth`. Tests copy it before changing it; they never write here."""
-    assert form in CHECKPOINT_FORMS, form
-    official = form.startswith("official")
+    """`make_timm_model(arch, seed, num_classes)` saved once for the run: `train`, or `fused`
+    (timm's reparameterization), as safetensors. Tests copy it before changing it; they never
+    write here. The official `.pth` forms are not kept (see `derived_checkpoint`)."""
+    assert form in ("train", "fused"), form
 
     def write(path: Path) -> None:
-        model = make_timm_model(arch, seed, num_classes)
-        if form in ("fused", "official-deploy"):
-            model = reparameterized(model)
-        (save_official_checkpoint if official else save_checkpoint)(model, path)
+        model = timm_model(arch, seed, num_classes) if form == "fused" else make_timm_model(arch, seed, num_classes)
+        save_checkpoint(reparameterized(model) if form == "fused" else model, path)
 
-    return _cached(f"{arch}-seed{seed}-{num_classes}-{form}{'.pth' if official else '.safetensors'}", write)
+    return _cached(f"{arch}-seed{seed}-{num_classes}-{form}.safetensors", write)
+
+
+def derived_checkpoint(arch: str, seed: int, form: str, folder: Path, num_classes: int = 1000) -> Path:
+    """The cached training-form model written into `folder` in another form: `fused`, or the
+    official `.pth` (`official-train`, `official-deploy`). Made afresh, not cached: for every
+    variant they would add 10 GB to the cache, which filled CI's disk."""
+    assert form in CHECKPOINT_FORMS, form
+    model = timm_model(arch, seed, num_classes)
+    if form in ("fused", "official-deploy"):
+        model = reparameterized(model)
+    if form.startswith("official"):
+        return save_official_checkpoint(model, folder / f"{arch}-{form}.pth")
+    return save_checkpoint(model, folder / f"{arch}-{form}.safetensors")
 
 
 def timm_model(arch: str, seed: int = 0, num_classes: int = 1000):

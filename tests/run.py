@@ -12,6 +12,7 @@ Passes 3 to 6 use two worker processes (pytest-xdist), which take whole files.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,8 +41,9 @@ def main(extra: list[str]) -> int:
         print(f"== {name}: {' '.join(command[1:])}", flush=True)
         began = time.monotonic()
         code = subprocess.call(command, cwd=ROOT, env={**os.environ, **env})
+        free = shutil.disk_usage(ROOT).free / 2**30  # a full disk fails tests far from its cause
         print(f"== {name}: {'passed' if code == 0 else f'failed (exit status {code})'} "
-              f"in {time.monotonic() - began:.0f} s", flush=True)
+              f"in {time.monotonic() - began:.0f} s; {free:.1f} GiB of disk free", flush=True)
         if code != 0:
             return code
     print(f"== all passed in {time.monotonic() - start:.0f} s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from helpers import (
     TIMM_VARIANTS,
     assert_close_to_timm,
     checkpoint_size,
+    derived_checkpoint,
     keras_logits,
     random_images,
     timm_checkpoint,
@@ -25,7 +27,7 @@ from helpers import (
 )
 
 
-def _check_variant(arch: str, size: int) -> None:
+def _check_variant(arch: str, size: int, folder: Path) -> None:
     """Every route from a timm model to Keras lands on timm's logits.
 
     Safetensors in both forms and the official deploy .pth into the deploy form;
@@ -37,10 +39,11 @@ def _check_variant(arch: str, size: int) -> None:
     expected = timm_reference(arch, seed, x)
     # timm's own fusion agrees with its training form: the reference itself is sound.
     assert_close_to_timm(timm_reference(arch, seed, x, form="fused"), expected)
-    checkpoints = {form: timm_checkpoint(arch, seed, name)
-                   for form, name in (("train", "train"), ("fused", "fused"), ("official deploy", "official-deploy"))}
+    checkpoints = {"train": timm_checkpoint(arch, seed)}
+    for form, name in (("fused", "fused"), ("official deploy", "official-deploy")):
+        checkpoints[form] = derived_checkpoint(arch, seed, name, folder)
     timm_fused_params = checkpoint_size(checkpoints["fused"])  # a fused model holds parameters only
-    official_train = timm_checkpoint(arch, seed, "official-train")
+    official_train = derived_checkpoint(arch, seed, "official-train", folder)
     for form, path in checkpoints.items():
         # No arch and no config.json: the variant is inferred from the shapes.
         result = convert_checkpoint(path, input_size=size)
@@ -75,19 +78,19 @@ def _variants(archs):
 
 
 @pytest.mark.parametrize("arch", _variants(TIMM_VARIANTS))
-def test_timm_variant_matches_at_small_size(arch):
-    _check_variant(arch, 64 if arch != "repvgg_d2se" else 96)
+def test_timm_variant_matches_at_small_size(arch, tmp_path):
+    _check_variant(arch, 64 if arch != "repvgg_d2se" else 96, tmp_path)
 
 
 @pytest.mark.parametrize("arch", _variants(G2_VARIANTS))
-def test_g2_variant_built_by_timm_matches(arch):
-    _check_variant(arch, 64)
+def test_g2_variant_built_by_timm_matches(arch, tmp_path):
+    _check_variant(arch, 64, tmp_path)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["repvgg_a0", "repvgg_b1g4", "repvgg_d2se"])
-def test_variant_matches_at_full_size(arch):
-    _check_variant(arch, get_variant(arch).preprocessing.input_size)
+def test_variant_matches_at_full_size(arch, tmp_path):
+    _check_variant(arch, get_variant(arch).preprocessing.input_size, tmp_path)
 
 
 def test_features_match_timm_intermediates(a0_checkpoints):
