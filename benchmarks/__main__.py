@@ -15,8 +15,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving", "peers", "int8_accuracy", "int8_seeds", "transfer",
-            "batch_predict", "backends", "training_speed", "training_accuracy", "grouped", "onnx")
+SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving", "peers", "int8_accuracy", "int8_seeds",
+            "per_block_latency", "transfer", "batch_predict", "backends", "training_speed", "training_accuracy", "grouped",
+            "onnx")
 
 
 def _threads(n: int) -> None:
@@ -88,7 +89,8 @@ def main() -> None:
         "serving": lambda: serving.run(args.serving_variants, repeats=args.repeats),
         "peers": lambda: peers.run(args.tflite_variants, repeats=args.repeats),
         "int8_accuracy": peers.digits_accuracy,
-        "int8_seeds": lambda: trained.int8_seeds(args.seeds),
+        "int8_seeds": lambda: trained.int8_seeds(args.seeds, tuple(args.tflite_variants)),
+        "per_block_latency": lambda: trained.per_block_latency(tuple(args.tflite_variants), args.seeds, repeats=args.repeats),
         "transfer": lambda: trained.transfer(args.seeds),
         "batch_predict": lambda: batch_predict.run({
             "tflite": tuple(args.predict_images),

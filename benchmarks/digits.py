@@ -21,7 +21,12 @@ def digits(size: int = 32):
 
 
 def train_timm_a0(x: np.ndarray, y: np.ndarray, epochs: int = 10, seed: int = 0):
-    """timm's repvgg_a0 (training form, 10 classes) trained with AdamW and one-cycle; eval mode.
+    """timm's repvgg_a0 trained on (x, y): `train_timm`."""
+    return train_timm("repvgg_a0", x, y, epochs, seed)
+
+
+def train_timm(arch: str, x: np.ndarray, y: np.ndarray, epochs: int = 10, seed: int = 0):
+    """timm's `arch` (training form, 10 classes) trained with AdamW and one-cycle; eval mode.
 
     The same seed gives a different network on another CPU (float reductions differ), so
     whatever a test asserts about it must hold across seeds, not for one of them.
@@ -30,7 +35,7 @@ def train_timm_a0(x: np.ndarray, y: np.ndarray, epochs: int = 10, seed: int = 0)
     import torch
 
     torch.manual_seed(seed)
-    model = timm.create_model("repvgg_a0", num_classes=10)
+    model = timm.create_model(arch, num_classes=10)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
     steps = (len(x) + 63) // 64
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=epochs * steps)

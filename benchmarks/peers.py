@@ -86,6 +86,9 @@ def run(variants: list[str], size: int = 224, repeats: int = 20, rounds: int = 5
                 ours_train, "int8", calibration=calibration, input=PEER_INPUT, output=PEER_OUTPUT),
             ("int8", "ours, plain"): lambda: export_tflite(
                 ours_train, "int8", calibration=calibration, input=PEER_INPUT, output=PEER_OUTPUT, int8_graph="plain"),
+            ("int8", "ours, identity-where-it-pays"): lambda: export_tflite(
+                ours_train, "int8", calibration=calibration, input=PEER_INPUT, output=PEER_OUTPUT,
+                int8_graph="identity-where-it-pays"),
             ("int8", "ours, identity-apart-equalized"): lambda: export_tflite(
                 ours_train, "int8", calibration=calibration, input=PEER_INPUT, output=PEER_OUTPUT,
                 int8_graph="identity-apart-equalized"),

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.digits import digits, train_timm_a0
+from benchmarks.digits import digits, train_timm, train_timm_a0
 
 # The int8 graphs the exporter can make from one trained A0 (named as in
 # keras_repvgg.tflite.int8_graphs), its default choice among them, and a stress case.
@@ -22,6 +22,7 @@ PEER = "litert-torch PT2E (per-channel)"
 INT8_CANDIDATES = (
     "plain",
     "plain-equalized",
+    "identity-where-it-pays",
     "identity-apart",
     "identity-apart-equalized",
     AUTO,
@@ -70,7 +71,7 @@ def int8_candidates(train_form, xtr: np.ndarray, xte: np.ndarray, yte: np.ndarra
     calibration = xtr[:calibration_size]
     held_out = xtr[calibration_size:calibration_size + held_out_size]
     sources: dict[str, tuple[Any, dict[str, Any]]] = {
-        name: (train_form, {"int8_graph": name}) for name in INT8_CANDIDATES[:4]}
+        name: (train_form, {"int8_graph": name, "held_out": held_out}) for name in INT8_CANDIDATES[:5]}
     sources[AUTO] = (train_form, {"held_out": held_out})
     sources["rescaled channels, equalized"] = (rescaled, {"int8_graph": "identity-apart-equalized"})
     sources["rescaled channels, not equalized"] = (rescaled, {"int8_graph": "identity-apart"})
@@ -88,8 +89,11 @@ def int8_candidates(train_form, xtr: np.ndarray, xte: np.ndarray, yte: np.ndarra
         if files is not None:
             files[name] = data
         out[name] = scores(TFLiteRunner(data)(xte))
+        choice = (read_metadata(data) or {})["int8"]
         if name == AUTO:
-            out[name]["chosen"] = (read_metadata(data) or {})["int8"]["graph"]
+            out[name]["chosen"] = choice["graph"]
+        if "identity_blocks" in choice:  # the per-block graph: how many blocks keep the identity apart
+            out[name]["kept_apart"] = len(choice["identity_blocks"])
     if peer is not None:
         from benchmarks.peers import litert_torch_tflite
 
@@ -97,9 +101,17 @@ def int8_candidates(train_form, xtr: np.ndarray, xte: np.ndarray, yte: np.ndarra
     return out
 
 
-def int8_seeds(seeds: int = 5) -> list[dict[str, Any]]:
+def int8_seeds(seeds: int = 5, variants: "tuple[str, ...]" = ("repvgg_a0", "repvgg_b1g4")) -> list[dict[str, Any]]:
     """int8 candidates, the default's choice and litert-torch's int8 (where installed) on
-    timm's A0 trained on digits with `seeds` seeds: median [min, max]."""
+    timm's `variants` trained on digits with `seeds` seeds: median [min, max], and the mean
+    drop (the per-block graph's target is a mean within 0.1 point of identity-apart's)."""
+    rows = []
+    for arch in variants:
+        rows += _int8_seeds(arch, seeds)
+    return rows
+
+
+def _int8_seeds(arch: str, seeds: int) -> list[dict[str, Any]]:
     import copy
     import importlib.util
 
@@ -111,23 +123,28 @@ def int8_seeds(seeds: int = 5) -> list[dict[str, Any]]:
     xtr, xte, ytr, yte = digits()
     runs = []
     for seed in range(seeds):
-        timm_model = train_timm_a0(xtr, ytr, seed=seed)
+        timm_model = train_timm(arch, xtr, ytr, seed=seed)
         fused = timm.utils.reparameterize_model(copy.deepcopy(timm_model)).eval() if with_peer else None
         train_form = convert_timm(timm_model, form="train", input_size=32)
         runs.append(int8_candidates(train_form, xtr, xte, yte, peer=fused))
-        print(f"seed {seed}", runs[-1], flush=True)
+        print(f"{arch} seed {seed}", runs[-1], flush=True)
     rows = []
     for name in ("float", *INT8_CANDIDATES, *((PEER,) if with_peer else ())):
         acc = [r[name]["accuracy"] for r in runs]
+        drops = [100 * (r["float"]["accuracy"] - r[name]["accuracy"]) for r in runs]
         row = {
+            "variant": arch,
             "graph": name,
             "accuracy": _spread(acc),
-            "drop_points": _spread([100 * (r["float"]["accuracy"] - r[name]["accuracy"]) for r in runs], 2),
+            "drop_points": _spread(drops, 2),
+            "mean_drop_points": round(statistics.mean(drops), 2),
             "top1_agreement": _spread([r[name]["top1_agreement"] for r in runs]),
             "rel_l2": _spread([r[name]["rel_l2"] for r in runs], 3),
         }
         chosen = [r[AUTO]["chosen"] for r in runs]  # every row has the column: tables take the first row's keys
         row["chosen"] = ", ".join(f"{g} {chosen.count(g)}/{seeds}" for g in sorted(set(chosen))) if name == AUTO else ""
+        kept = [r[name]["kept_apart"] for r in runs if "kept_apart" in r[name]]
+        row["identity_kept_apart"] = _spread(kept, 0) if kept else ""
         rows.append(row)
     return rows
 
@@ -170,3 +187,54 @@ def transfer(seeds: int = 5) -> list[dict[str, Any]]:
         {"step": "frozen backbone, new head", "accuracy_5_9": _spread([r["frozen"] for r in runs])},
         {"step": "fine-tuned whole", "accuracy_5_9": _spread([r["tuned"] for r in runs])},
     ]
+
+
+def per_block_latency(variants: "tuple[str, ...]" = ("repvgg_a0", "repvgg_b1g4"), seeds: int = 5, size: int = 224,
+                      repeats: int = 20, rounds: int = 5) -> list[dict[str, Any]]:
+    """The per-block int8 graph's speed where it matters: timm's `variant` trained on digits
+    (`seeds` seeds) chooses its blocks on the held-out digits, and the same weights at `size`
+    px are timed with those blocks' identity apart, against the plain graph, identity-apart
+    and litert-torch's int8, in interleaved rounds (medians; XNNPACK, batch 1)."""
+    import copy
+
+    import timm
+
+    from benchmarks.common import convert_timm, median_seconds
+    from benchmarks.peers import litert_torch_tflite, sgemm_gflops
+    from keras_repvgg import reparameterize
+    from keras_repvgg.tflite import TFLiteRunner, export_tflite
+    from keras_repvgg.tflite.int8_search import identity_blocks_that_pay
+
+    xtr, _, ytr, _ = digits()
+    rng = np.random.default_rng(0)
+    calibration = rng.standard_normal((32, size, size, 3)).astype(np.float32)
+    x = rng.standard_normal((1, size, size, 3)).astype(np.float32)
+    rows = []
+    for arch in variants:
+        for seed in range(seeds):
+            timm_model = train_timm(arch, xtr, ytr, seed=seed)
+            kept, _ = identity_blocks_that_pay(convert_timm(timm_model, form="train", input_size=32), xtr[256:320])
+            train_form = convert_timm(timm_model, form="train", input_size=size)
+            fused = timm.utils.reparameterize_model(copy.deepcopy(timm_model)).eval()
+            options: dict[str, Any] = {"calibration": calibration, "input": "normalized", "output": "logits"}
+            files = {
+                "plain": export_tflite(train_form, "int8", int8_graph="plain", **options),
+                "identity-where-it-pays": export_tflite(
+                    reparameterize(train_form, keep_identity=kept), "int8", int8_graph="identity-apart", **options),
+                "identity-apart": export_tflite(train_form, "int8", int8_graph="identity-apart", **options),
+                "litert-torch": litert_torch_tflite(fused, calibration),
+            }
+            runners = {name: TFLiteRunner(data) for name, data in files.items()}
+            times: dict[str, list[float]] = {name: [] for name in files}
+            for _ in range(rounds):
+                sgemm_gflops(repeats=3)  # the same warm-up between rounds as the peers section
+                for name, runner in runners.items():
+                    times[name].append(median_seconds(lambda: runner(x), repeats))
+            peer = float(np.median(times["litert-torch"]))
+            for name in files:
+                latency = float(np.median(times[name]))
+                rows.append({"variant": arch, "seed": seed, "graph": name, "identity_kept_apart":
+                             len(kept) if name == "identity-where-it-pays" else "", "latency_ms_b1": round(latency * 1e3, 2),
+                             "over_litert_torch": round(latency / peer, 3)})
+                print(rows[-1], flush=True)
+    return rows

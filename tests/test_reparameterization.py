@@ -143,3 +143,24 @@ def test_identity_kept_apart_computes_the_same(arch):
     assert split.get_layer("stages.0.1.identity_scale") is not None
     # Against the training form itself, whose layers the parity tests hold to timm.
     assert_close_to_timm(keras_logits(split, x), keras_logits(model, x), rel=1e-5)
+
+
+def test_identity_kept_apart_in_named_blocks_only(a0_checkpoints, tmp_path):
+    """The per-block int8 graph's float model: timm's logits, the blocks named in its
+    description (in block order), and the same after a save and a load."""
+    from keras_repvgg.core.errors import KerasRepVGGError
+
+    model = convert_checkpoint(a0_checkpoints["train"], form="train", input_size=64).model
+    x, expected = a0_checkpoints["x"], a0_checkpoints["logits"]
+    split = reparameterize(model, keep_identity={"stages.2.5", "stages.0.1"})
+    description = keras_repvgg.describe(split)
+    assert description.form == "deploy-identity" and description.identity_blocks == ("stages.0.1", "stages.2.5")
+    assert sorted(layer.name for layer in split.layers if layer.name.endswith(".identity_scale")) == [
+        "stages.0.1.identity_scale", "stages.2.5.identity_scale"]
+    assert_close_to_timm(keras_logits(split, x), expected)
+    split.save(tmp_path / "split.keras")
+    loaded = keras_repvgg.load_model(tmp_path / "split.keras")
+    assert keras_repvgg.describe(loaded) == description
+    np.testing.assert_array_equal(keras_logits(loaded, x), keras_logits(split, x))
+    with pytest.raises(KerasRepVGGError, match=r"keep_identity names \['stages.0.0'\].*stages.0.1"):
+        reparameterize(model, keep_identity=["stages.0.0"])  # strides: no identity

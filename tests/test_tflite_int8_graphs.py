@@ -46,11 +46,13 @@ def test_auto_scores_every_candidate_and_keeps_the_rules_choice(train):
     assert all(row["within_tolerance"] == (row["rel_l2"] <= limit) for row in rows.values())
     graph = GRAPHS_BY_NAME[choice["graph"]]
     identity_blocks = sum(1 for layer in train.layers if layer.name.endswith(".identity"))
-    assert _identity_ops(data) == (identity_blocks if graph.keep_identity else 0) and identity_blocks > 0
+    kept = len(rows["identity-where-it-pays"]["identity_blocks"]) if graph.where_it_pays else identity_blocks
+    assert _identity_ops(data) == (kept if graph.keep_identity else 0) and identity_blocks > 0
     assert read_metadata(data)["form"] == ("deploy-identity" if graph.keep_identity else "deploy")
 
-    # The file is the chosen candidate's, calibrated on the other 20 samples ...
-    named = export_tflite(train, "int8", calibration=calibration[:20], int8_graph=graph.name)
+    # The file is the chosen candidate's, calibrated on the other 20 samples (the per-block
+    # graph measures on the held-out 4) ...
+    named = export_tflite(train, "int8", calibration=calibration[:20], held_out=calibration[20:], int8_graph=graph.name)
     held_out = random_images(6, SIZE, seed=2)
     p = read_metadata(data)["preprocessing"]
     pixels = (held_out * np.asarray(p["std"], np.float32) + np.asarray(p["mean"], np.float32)) * 255
@@ -71,8 +73,11 @@ def test_each_name_gives_that_graph(train):
     files = {}
     for name, graph in GRAPHS_BY_NAME.items():
         files[name] = export_tflite(train, "int8", calibration=calibration, int8_graph=name, **AS_THE_MODEL)
-        assert read_metadata(files[name])["int8"] == {"graph": name, "chosen_by": "named"}
-        assert _identity_ops(files[name]) == (identity_blocks if graph.keep_identity else 0)
+        choice = read_metadata(files[name])["int8"]
+        kept = choice.pop("identity_blocks", None)
+        assert choice == {"graph": name, "chosen_by": "named"}
+        assert (kept is not None) == graph.where_it_pays
+        assert _identity_ops(files[name]) == (len(kept) if kept is not None else identity_blocks if graph.keep_identity else 0)
     # Equalized means: the file of the equalized float model, calibrated alike.
     for keep_identity, plain, equalized in ((False, "plain", "plain-equalized"),
                                             (True, "identity-apart", "identity-apart-equalized")):
@@ -90,4 +95,52 @@ def test_held_out_inputs_and_equalize_narrow_the_search(train):
     assert [r["graph"] for r in choice["candidates"]] == ["plain", "plain-equalized"]
     assert choice["held_out_samples"] == 5  # all given, none taken from the calibration
     data = export_tflite(train, "int8", calibration=random_images(20, SIZE, seed=1), equalize=False, **AS_THE_MODEL)
-    assert [r["graph"] for r in read_metadata(data)["int8"]["candidates"]] == ["plain", "identity-apart"]
+    graphs = [r["graph"] for r in read_metadata(data)["int8"]["candidates"]]
+    assert graphs == ["plain", "identity-where-it-pays", "identity-apart"]
+
+
+# The last block with an identity, its identity branch made to dominate (BatchNorm scale 30x):
+# folded, its spike sets the block's int8 steps and the rounding of all its other weights.
+SPIKY = "stages.2.13"
+
+
+def test_the_per_block_graph_keeps_the_identity_apart_where_folding_costs(train):
+    from keras_repvgg.models.model import clone_with_weights
+    from keras_repvgg.tflite.int8_graphs import identity_blocks_to_keep
+    from keras_repvgg.tflite.int8_search import identity_fold_errors
+
+    spiky = clone_with_weights(train)
+    bn = spiky.get_layer(f"{SPIKY}.identity")
+    gamma, *rest = bn.get_weights()
+    bn.set_weights([gamma * 30, *rest])
+    calibration = random_images(24, SIZE, seed=1)
+    data = export_tflite(spiky, "int8", calibration=calibration, **AS_THE_MODEL)
+    choice = read_metadata(data)["int8"]
+    rows = {row["graph"]: row for row in choice["candidates"]}
+    kept = rows["identity-where-it-pays"]["identity_blocks"]
+    identity_blocks = [layer.name[: -len(".identity")] for layer in spiky.layers if layer.name.endswith(".identity")]
+    # Measured on the held-out 4, block by block: apart in the spiky block, folded in others.
+    measured = identity_fold_errors(spiky, calibration[20:])
+    assert [row["block"] for row in measured] == identity_blocks
+    assert kept == identity_blocks_to_keep(measured)
+    assert SPIKY in kept and 0 < len(kept) < len(identity_blocks), kept
+    added = {row["block"]: row["folded"] - row["apart"] for row in measured}
+    assert added[SPIKY] == max(added.values())
+    # Folding everything costs, and the per-block graph pays less than that.
+    assert rows["plain"]["rel_l2"] > 2 * rows["identity-where-it-pays"]["rel_l2"], rows
+
+    # Its file is the one its name gives, measured and calibrated on the same inputs: the same
+    # blocks, the same ops, and on the held-out inputs the error the search reported.
+    named = export_tflite(spiky, "int8", calibration=calibration[:20], held_out=calibration[20:],
+                          int8_graph="identity-where-it-pays", **AS_THE_MODEL)
+    assert read_metadata(named)["int8"]["identity_blocks"] == kept == read_metadata(named)["identity_blocks"]
+    assert read_metadata(named)["form"] == "deploy-identity" and _identity_ops(named) == len(kept)
+    reference = reparameterize(spiky).predict(calibration[20:], verbose=0)
+    ours = _logits(named, calibration[20:])
+    rel_l2 = np.linalg.norm(ours - reference) / np.linalg.norm(reference)
+    assert rel_l2 == pytest.approx(rows["identity-where-it-pays"]["rel_l2"], rel=1e-3, abs=1e-5)
+    # And the float graph behind it computes the model: the same function, whatever is folded.
+    x = random_images(4, SIZE, seed=3)
+    split = reparameterize(spiky, keep_identity=kept)
+    np.testing.assert_allclose(split.predict(x, verbose=0), reparameterize(spiky).predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-4 * np.abs(reference).max())

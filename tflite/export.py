@@ -20,7 +20,7 @@ from keras_repvgg.core.heads import output_name
 from keras_repvgg.core.transform import denormalize
 
 from .files import attach_files
-from .int8_graphs import AUTO, GRAPHS_BY_NAME, Int8Graph
+from .int8_graphs import AUTO, Int8Graph
 from .int8_search import (
     checked_samples,
     float_graph,
@@ -149,6 +149,11 @@ def export_tflite(
         graphs = requested_graphs(description.form, equalize, int8_graph)
         if len(graphs) > 1:
             calibration, held_out = held_out_split(model, calibration, held_out)
+        elif held_out is not None:
+            held_out = checked_samples(model, held_out, "held_out")
+    # The per-block graph measures on the held-out inputs (named alone: on those given, else
+    # on the calibration), as the model takes them.
+    measure_on = held_out if held_out is not None else calibration
     labels = checked_labels(description.classes, labels or description.labels) if description.include_top else None
     if output == "logits" and description.head == "probabilities":
         raise ExportError("output='logits' needs a model without a softmax head (classifier_activation=None)")
@@ -168,16 +173,22 @@ def export_tflite(
         data = convert(float_graph(model, bool(equalize)), quantization)
         form = "deploy" if description.form == "train" else description.form
     elif len(graphs) == 1:
-        data = convert(int8_graph_model(model, graphs[0]), "int8")
+        graph_model = int8_graph_model(model, graphs[0], measure_on)
+        data = convert(graph_model, "int8")
         choice = {"graph": graphs[0].name, "chosen_by": "named" if int8_graph != AUTO else "the only candidate"}
     else:
-        assert held_out is not None  # split above
-        data, choice = search(model, graphs, held_out, batch_size, convert)
+        assert held_out is not None and measure_on is not None  # split above
+        data, choice, graph_model = search(model, graphs, held_out, batch_size, convert, measure_on)
+    identity_blocks = description.identity_blocks
     if choice is not None:
-        form = "deploy-identity" if GRAPHS_BY_NAME[choice["graph"]].keep_identity else "deploy"
+        graph_description = describe(graph_model)
+        form, identity_blocks = graph_description.form, graph_description.identity_blocks
+        if identity_blocks is not None:
+            choice["identity_blocks"] = list(identity_blocks)
     # What the file is: the model's description with the file's own graph, head and input.
     exported = description.replace(
         form=form,
+        identity_blocks=identity_blocks,
         classifier_activation="softmax" if softmax else description.classifier_activation,
         include_preprocessing=description.takes_pixels or normalize,
     )

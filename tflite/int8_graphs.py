@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 
 @dataclass(frozen=True)
@@ -22,16 +22,21 @@ class Int8Graph:
     keep_identity: bool  # the identity branch as a per-channel scale + ADD, apart from the kernel
     equalize: bool  # cross-layer equalization before calibration
     speed_rank: int  # 0 is fastest; graphs of one rank have the same ops
+    # keep_identity in the blocks where folding costs accuracy only (`keeps_identity_apart`),
+    # measured on the held-out inputs; folded in the others.
+    where_it_pays: bool = False
 
 
 # The plain graph has one CONV_2D per block; keeping the identity apart adds a
 # DEPTHWISE_CONV_2D and an ADD per block with an identity branch. On LiteRT's CPU (XNNPACK)
-# that costs 4-18% of the whole network (benchmarks: peers), so the plain graphs rank first.
+# that costs 4-18% of the whole network (benchmarks: peers), so the plain graphs rank first,
+# and the graph that keeps it apart in some blocks only before the one that keeps it in all.
 INT8_GRAPHS = (
     Int8Graph("plain", keep_identity=False, equalize=False, speed_rank=0),
     Int8Graph("plain-equalized", keep_identity=False, equalize=True, speed_rank=0),
-    Int8Graph("identity-apart", keep_identity=True, equalize=False, speed_rank=1),
-    Int8Graph("identity-apart-equalized", keep_identity=True, equalize=True, speed_rank=1),
+    Int8Graph("identity-where-it-pays", keep_identity=True, equalize=False, speed_rank=1, where_it_pays=True),
+    Int8Graph("identity-apart", keep_identity=True, equalize=False, speed_rank=2),
+    Int8Graph("identity-apart-equalized", keep_identity=True, equalize=True, speed_rank=2),
 )
 GRAPHS_BY_NAME = {g.name: g for g in INT8_GRAPHS}
 AUTO = "auto"
@@ -51,11 +56,39 @@ def tolerated_error(best: float) -> float:
 
 
 def candidates(form: str, equalize: Optional[bool] = None) -> list[Int8Graph]:
-    """The graphs a model in `form` can give: all four from the training form (the branches
-    are still apart), the plain ones from a fused model, the identity-apart ones from a
-    deploy-identity model. equalize=True/False keeps only the graphs with/without it."""
+    """The graphs a model in `form` can give: all from the training form (the branches are
+    still apart), the plain ones from a fused model, the identity-apart ones from a
+    deploy-identity model (not the per-block one: its choice needs the branches).
+    equalize=True/False keeps only the graphs with/without it."""
     keep = {"train": (False, True), "deploy": (False,), "deploy-identity": (True,)}[form]
-    return [g for g in INT8_GRAPHS if g.keep_identity in keep and equalize in (None, g.equalize)]
+    return [g for g in INT8_GRAPHS if g.keep_identity in keep and equalize in (None, g.equalize)
+            and (form == "train" or not g.where_it_pays)]
+
+
+# Folding the identity into a block's kernel adds a spike at each output channel's centre tap,
+# which widens that channel's int8 step and so the rounding of its other weights; keeping it
+# apart costs a DEPTHWISE_CONV_2D and an ADD over the block's whole activation. So each block
+# is measured on the held-out inputs (`int8_search.identity_fold_errors`: the logits' change
+# when that block alone is rounded as int8 rounds it, folded and apart), and the identity is
+# folded first where it adds the least error per activation element saved, as long as the
+# added errors, summed as independent noise (root of the sum of squares), stay within
+# FOLD_BUDGET of the logits. Derivation: docs/int8.md, "Per block".
+FOLD_BUDGET = 0.01
+
+
+def identity_blocks_to_keep(rows: Sequence[Mapping]) -> list[str]:
+    """The blocks that keep their identity apart, from per-block rows with "block", "folded"
+    and "apart" (the measured errors) and "cost" (the activation elements the identity reads)."""
+    def added(row: Mapping) -> float:
+        error = row["folded"] - row["apart"]
+        return max(error, 0.0) if math.isfinite(error) else math.inf  # NaN: never folded
+
+    spent, folded = 0.0, set()
+    for row in sorted(rows, key=lambda r: (added(r) / max(r["cost"], 1), r["block"])):
+        if spent + added(row) ** 2 <= FOLD_BUDGET ** 2:
+            spent += added(row) ** 2
+            folded.add(row["block"])
+    return [row["block"] for row in rows if row["block"] not in folded]
 
 
 def competing(agreements: Mapping[str, float], samples: int) -> list[str]:

@@ -22,6 +22,7 @@ from .int8_graphs import (
     candidates,
     choose,
     competing,
+    identity_blocks_to_keep,
     tolerated_error,
 )
 
@@ -87,12 +88,23 @@ def float_graph(model, equalize: bool):
     return model
 
 
-def int8_graph_model(model, graph: Int8Graph):
-    """The Keras model whose int8 file is `graph`; the caller's model is not changed."""
+def identity_blocks_that_pay(model, measure_on: np.ndarray) -> tuple[list[str], list[dict]]:
+    """The blocks of the training-form `model` whose identity `keeps_identity_apart` keeps
+    apart, measured on `measure_on` (inputs as the model takes them), and the measurements."""
+    rows = identity_fold_errors(model, measure_on)
+    return identity_blocks_to_keep(rows), rows
+
+
+def int8_graph_model(model, graph: Int8Graph, measure_on: Optional[np.ndarray] = None):
+    """The Keras model whose int8 file is `graph`; the caller's model is not changed.
+    `measure_on`: the inputs (as the model takes them) the per-block graph measures on."""
     from keras_repvgg.models.model import clone_with_weights
     from keras_repvgg.models.reparameterization import is_training_form, reparameterize
 
-    if is_training_form(model):
+    if graph.where_it_pays:
+        assert measure_on is not None and is_training_form(model), "candidates() offers it for the training form only"
+        model = reparameterize(model, keep_identity=identity_blocks_that_pay(model, measure_on)[0])
+    elif is_training_form(model):
         model = reparameterize(model, keep_identity=graph.keep_identity)
     elif graph.equalize:
         model = clone_with_weights(model)  # equalization edits weights in place
@@ -103,9 +115,61 @@ def int8_graph_model(model, graph: Int8Graph):
     return model
 
 
+def _rounding_noise(kernel: np.ndarray) -> np.ndarray:
+    """What int8's per-output-channel symmetric rounding adds to a (kh, kw, in, out) kernel."""
+    step = np.abs(kernel).max(axis=(0, 1, 2)) / 127.0
+    step = np.where(step > 0, step, 1.0)
+    return np.round(kernel / step) * step - kernel
+
+
+def identity_fold_errors(model, held_out: np.ndarray, samples: int = 16) -> list[dict]:
+    """For each block with an identity branch of the training-form `model`, measured on (up to
+    `samples` of) the held-out inputs: the relative L2 change of the logits when only that
+    block's kernel is rounded as int8 rounds it (per output channel), with the identity folded
+    into the kernel, and with it kept apart. The float model otherwise, so that each figure is
+    the block's own, carried through the rest of the network."""
+    from keras_repvgg.core.configs import block_plan, get_variant
+    from keras_repvgg.core.layout import block_layout
+    from keras_repvgg.models.model import describe
+    from keras_repvgg.models.reparameterization import identity_kernels, reparameterize
+
+    kernels = {spec.name: (folded, apart) for spec, _, folded, apart in identity_kernels(model)}
+    if not kernels:
+        return []
+    apart_model = reparameterize(model, keep_identity=True)
+    x = held_out[:samples]
+    reference = apart_model.predict(x, verbose=0)
+    norm = float(np.linalg.norm(reference)) or 1.0
+    rows = []
+    height, width = (int(d or 1) for d in model.input_shape[1:3])
+    for spec in block_plan(get_variant(describe(model).variant), int(model.input_shape[-1] or 3)):
+        height, width = -(-height // spec.stride), -(-width // spec.stride)
+        if spec.name not in kernels:
+            continue
+        layout = block_layout(spec, "deploy-identity")
+        assert layout.reparam_conv is not None and layout.identity_scale is not None
+        conv, identity = apart_model.get_layer(layout.reparam_conv.name), apart_model.get_layer(layout.identity_scale.name)
+        kernel, bias = conv.get_weights()
+        scale = identity.get_weights()
+        folded, apart = kernels[spec.name]
+        errors = {}
+        for name, rounded, kept in (("folded", folded, False), ("apart", apart, True)):
+            conv.set_weights([(rounded + _rounding_noise(rounded)).astype(np.float32), bias])
+            identity.set_weights(scale if kept else [np.zeros_like(scale[0])])
+            errors[name] = float(np.linalg.norm(apart_model.predict(x, verbose=0) - reference)) / norm
+        conv.set_weights([kernel, bias])
+        identity.set_weights(scale)
+        rows.append({"block": spec.name, **errors, "cost": height * width * spec.out_channels})
+    return rows
+
+
 def search(model, graphs: list[Int8Graph], held_out: np.ndarray, batch_size: int,
-            convert: Callable) -> tuple[bytes, dict]:
-    """Every candidate's file, scored on the held-out inputs against the float model."""
+           convert: Callable, measure_on: np.ndarray):
+    """Every candidate's file, scored on the held-out inputs against the float model: (the
+    chosen one's bytes, the choice for the metadata, the chosen graph's Keras model).
+    `held_out` is as the file takes it, `measure_on` the same inputs as the model takes them."""
+    from keras_repvgg.models.model import describe
+
     from .runtime import TFLiteRunner, compare_logits
 
     n = len(held_out) // batch_size * batch_size
@@ -114,12 +178,15 @@ def search(model, graphs: list[Int8Graph], held_out: np.ndarray, batch_size: int
     x = held_out[:n]
     # The float model as a file with the same input and output: its logits are the reference.
     reference = TFLiteRunner(convert(float_graph(model, False), "float32"), before_softmax=True)(x)
-    files, rows = {}, []
+    files, models, rows = {}, {}, []
     for graph in graphs:
-        files[graph.name] = convert(int8_graph_model(model, graph), "int8")
+        models[graph.name] = int8_graph_model(model, graph, measure_on)
+        files[graph.name] = convert(models[graph.name], "int8")
         scores = compare_logits(TFLiteRunner(files[graph.name], before_softmax=True)(x), reference)
         rows.append({"graph": graph.name, "rel_l2": round(scores["rel_l2"], 5),
                      "top1_agreement": round(scores["top1_agreement"], 4), "speed_rank": graph.speed_rank})
+        if graph.where_it_pays:  # which blocks it kept the identity apart in
+            rows[-1]["identity_blocks"] = list(describe(models[graph.name]).identity_blocks or ())
     agreements = {row["graph"]: row["top1_agreement"] for row in rows}
     chosen = choose({row["graph"]: row["rel_l2"] for row in rows}, agreements, n)
     agreeing = competing(agreements, n)
@@ -128,6 +195,6 @@ def search(model, graphs: list[Int8Graph], held_out: np.ndarray, batch_size: int
         row["within_tolerance"] = bool(row["graph"] in agreeing and row["rel_l2"] <= limit)
     choice = {"graph": chosen, "chosen_by": "held-out error", "held_out_samples": n,
               "tolerance": f"{TOLERANCE_RATIO} x best + {TOLERANCE_MARGIN}", "candidates": rows}
-    return files[chosen], choice
+    return files[chosen], choice, models[chosen]
 
 

@@ -47,6 +47,9 @@ class ModelDescription:
     labels: Optional[tuple[str, ...]] = None
     source: Optional[str] = None  # the checkpoint it was converted from: a hub id or a file name
     license: Optional[str] = None  # the checkpoint's licence, where its config names one
+    # deploy-identity: the blocks (timm's paths) whose identity branch is kept apart; None: every
+    # block that has one. The int8 graph "identity-where-it-pays" keeps it in some blocks only.
+    identity_blocks: Optional[tuple[str, ...]] = None
 
     @property
     def head(self) -> str:
@@ -70,6 +73,10 @@ class ModelDescription:
         out["preprocessing"]["mean"] = list(self.preprocessing.mean)
         out["preprocessing"]["std"] = list(self.preprocessing.std)
         out["labels"] = list(self.labels) if self.labels is not None else None
+        if self.identity_blocks is None:  # files of every other graph read as they always did
+            del out["identity_blocks"]
+        else:
+            out["identity_blocks"] = list(self.identity_blocks)
         out[VERSION_KEY] = LABELS_EXPLICIT
         return out
 
@@ -84,8 +91,10 @@ class ModelDescription:
                 and data.get("classes", 1000) == IMAGENET_CLASSES:
             # An older file: it was written under the rule "1000 classes are ImageNet's".
             labels = imagenet_labels()
+        blocks = data.get("identity_blocks")
         return cls(**{**data, "preprocessing": Preprocessing(**p),
-                      "labels": tuple(labels) if labels is not None else None})
+                      "labels": tuple(labels) if labels is not None else None,
+                      "identity_blocks": tuple(blocks) if blocks is not None else None})
 
     def resolved(self, input_size: Optional[int]) -> "ModelDescription":
         """What a model built from this description records, at this input height (None:
@@ -105,6 +114,8 @@ class ModelDescription:
             raise KerasRepVGGError(
                 f"{len(self.labels)} labels for a model with {self.classes if self.include_top else 'no'} classes"
             )
+        if self.identity_blocks is not None and self.form != "deploy-identity":
+            raise KerasRepVGGError(f"identity_blocks are for the deploy-identity form, not {self.form!r}")
         include_top = self.include_top and not self.features_only
         return self.replace(
             include_top=include_top,
@@ -113,6 +124,7 @@ class ModelDescription:
             pooling=self.pooling if not (include_top or self.features_only) else None,
             preprocessing=dataclasses.replace(self.preprocessing, input_size=int(input_size or self.preprocessing.input_size)),
             labels=tuple(self.labels) if self.labels is not None else None,
+            identity_blocks=tuple(self.identity_blocks) if self.identity_blocks is not None else None,
         )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Optional
+from typing import Collection, Optional
 
 import numpy as np
 
@@ -172,11 +172,15 @@ def _squeeze_excite(block: str) -> SqueezeExcite:
     )
 
 
-def block_layout(spec: BlockSpec, form: str) -> BlockLayout:
-    """The sublayers of the block `spec` in `form` (one of `description.FORMS`)."""
+def block_layout(spec: BlockSpec, form: str, identity_blocks: Optional[Collection[str]] = None) -> BlockLayout:
+    """The sublayers of the block `spec` in `form` (one of `description.FORMS`).
+
+    identity_blocks (deploy-identity): the blocks whose identity is apart; None: all that have
+    one (`ModelDescription.identity_blocks`). In the others it is folded, as in deploy."""
     n = spec.name
     train = form == "train"
-    split_identity = form == "deploy-identity" and spec.has_identity
+    split_identity = (form == "deploy-identity" and spec.has_identity
+                      and (identity_blocks is None or n in identity_blocks))
     return BlockLayout(
         block=n,
         form=form,

@@ -78,7 +78,7 @@ def _blocks(model: keras.Model) -> list[_Block]:
     description = describe(model)
     blocks = []
     for spec in block_plan(get_variant(description.variant), int(model.input_shape[-1] or 3)):
-        layout = block_layout(spec, description.form)
+        layout = block_layout(spec, description.form, description.identity_blocks)
         assert layout.reparam_conv is not None
         layer = model.get_layer(layout.reparam_conv.name)
         kernel, bias = (w.astype(np.float64) for w in layer.get_weights())

@@ -10,7 +10,7 @@ weights map by name; `layout` names each block's sublayers.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Collection, Iterable, Optional, Sequence
 
 from keras_repvgg.core import names, transform
 from keras_repvgg.core.configs import BlockSpec, Preprocessing, block_plan, get_variant
@@ -81,10 +81,11 @@ def _train_branches(x, spec: BlockSpec, layout: BlockLayout, initializer: Option
     return layers.Add(name=layout.add.name)(branches)
 
 
-def repvgg_block(x, spec: BlockSpec, form: str = "deploy", initializer: Optional[str] = None):
+def repvgg_block(x, spec: BlockSpec, form: str = "deploy", initializer: Optional[str] = None,
+                 identity_blocks: Optional[Collection[str]] = None):
     """One block in the given form (see `layout`): conv (or three branches), SE where
     configured, ReLU."""
-    layout = block_layout(spec, form)
+    layout = block_layout(spec, form, identity_blocks)
     if layout.form == "train":
         x = _train_branches(x, spec, layout, initializer)
     else:
@@ -155,7 +156,7 @@ def build(
     x = pixel_normalization(x, description.preprocessing) if description.include_preprocessing else x
     features = []
     for spec in block_plan(variant, input_shape[-1] or 3):
-        x = repvgg_block(x, spec, description.form, initializer)
+        x = repvgg_block(x, spec, description.form, initializer, description.identity_blocks)
         if spec.feature:
             features.append(x)
 
