@@ -142,9 +142,10 @@ def _print_int8_choice(choice: dict) -> None:
           "with the float model's on all but at most one input more than the best's:")
     for row in choice["candidates"]:
         mark = "*" if row["graph"] == choice["graph"] else " "
+        ops = ("fewest ops" if row["speed_rank"] == 0 else f"identity apart in {len(row['identity_blocks'])} blocks"
+               if "identity_blocks" in row else "identity apart in every block")
         print(f" {mark} {row['graph']:<25} relative L2 {row['rel_l2']:.4f}, top-1 agreement "
-              f"{row['top1_agreement']:.1%}, {'fewer ops' if row['speed_rank'] == 0 else 'more ops'}"
-              f"{'' if row['within_tolerance'] else ', outside the tolerance'}")
+              f"{row['top1_agreement']:.1%}, {ops}{'' if row['within_tolerance'] else ', outside the tolerance'}")
 
 
 def _cmd_export_savedmodel(args: argparse.Namespace) -> int:
