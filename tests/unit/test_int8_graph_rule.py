@@ -98,6 +98,9 @@ def test_the_identity_is_folded_where_it_adds_least_per_element_within_the_budge
     # Cheapest per element first: stages.0.1 (2.7e-8), stages.1.1 (8e-8), then stages.2.2
     # (1.9e-7) no longer fits: 0.004**2 + 0.006**2 + 0.007**2 > FOLD_BUDGET**2.
     assert identity_blocks_to_keep(rows) == ["stages.2.1", "stages.2.2"]
+    # Only one of two fits: the one whose identity reads more elements folds, though it adds more.
+    assert identity_blocks_to_keep([_row("stages.0.1", 0.008, cost=150_000), _row("stages.2.9", 0.007, cost=10_000)]) \
+        == ["stages.2.9"]
     # Nothing to gain: everything folded. A block whose error is NaN never is.
     assert identity_blocks_to_keep([_row("a", 0.0), _row("b", -0.001)]) == []
     assert identity_blocks_to_keep([_row("a", math.nan), _row("b", 0.001)]) == ["a"]
