@@ -190,7 +190,7 @@ def transfer(seeds: int = 5) -> list[dict[str, Any]]:
 
 
 def per_block_latency(variants: "tuple[str, ...]" = ("repvgg_a0", "repvgg_b1g4"), seeds: int = 5, size: int = 224,
-                      repeats: int = 20, rounds: int = 5) -> list[dict[str, Any]]:
+                      repeats: int = 20, rounds: int = 8) -> list[dict[str, Any]]:
     """The per-block int8 graph's speed where it matters: timm's `variant` trained on digits
     (`seeds` seeds) chooses its blocks on the held-out digits, and the same weights at `size`
     px are timed with those blocks' identity apart, against the plain graph, identity-apart
@@ -226,10 +226,12 @@ def per_block_latency(variants: "tuple[str, ...]" = ("repvgg_a0", "repvgg_b1g4")
             }
             runners = {name: TFLiteRunner(data) for name, data in files.items()}
             times: dict[str, list[float]] = {name: [] for name in files}
-            for _ in range(rounds):
+            names = list(runners)
+            for r in range(rounds):
                 sgemm_gflops(repeats=3)  # the same warm-up between rounds as the peers section
-                for name, runner in runners.items():
-                    times[name].append(median_seconds(lambda: runner(x), repeats))
+                # Each round starts with another file: the first after the warm-up ran 1.5x slower.
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    times[name].append(median_seconds(lambda: runners[name](x), repeats))
             peer = float(np.median(times["litert-torch"]))
             for name in files:
                 latency = float(np.median(times[name]))
