@@ -78,10 +78,11 @@ def test_int8_of_a_trained_a0_keeps_its_accuracy(tmp_path, request):
     assert fragile["rel_l2"] > 3 * robust["rel_l2"] and float_acc - fragile["accuracy"] > 0.1, fragile
 
     # The default's file is the candidate it reports choosing: that graph, named, on the same
-    # calibration, computes the same logits.
+    # calibration (and, for the per-block graph, measured on the same held-out inputs as
+    # `int8_candidates` gives the search), computes the same logits.
     chosen = results[AUTO]["chosen"]
-    named = export_tflite(train_form, "int8", calibration=xtr[:256], input="normalized", output="logits",
-                          int8_graph=chosen)
+    named = export_tflite(train_form, "int8", calibration=xtr[:256], held_out=xtr[256:320], input="normalized",
+                          output="logits", int8_graph=chosen)
     assert np.array_equal(TFLiteRunner(named)(xte), TFLiteRunner(files[AUTO])(xte)), chosen
 
     request.getfixturevalue("gpu_accelerator")  # the rest needs a Vulkan device
