@@ -1,6 +1,7 @@
-"""Fine-tuning on two workers (MultiWorkerMirroredStrategy on 127.0.0.1), one killed mid-epoch
-(worker 1 in one job, the chief in another), the job restarted and resumed from its backup to
-the weights and optimizer state of an uninterrupted job; that job's output fused and exported.
+"""Fine-tuning on two workers (MultiWorkerMirroredStrategy on 127.0.0.1), killed mid-epoch
+twice (worker 1, then after a restart the chief), each time restarted and resumed from its
+backup, to the weights and optimizer state of an uninterrupted job; that job's output fused
+and exported.
 
 The worker is the script in docs/multiworker.md, run as it is printed there. Training is
 deterministic (two uninterrupted jobs save the same arrays, bit for bit), so the resumed job is
@@ -31,7 +32,8 @@ from benchmarks.digits import digits
 from helpers import make_timm_model, save_checkpoint
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "multiworker.md"
-EPOCHS = 2  # killed in epoch 1, the last: the restarted job must train it, and only it
+EPOCHS = 3
+KILLS = ((1, 1), (0, 2))  # (worker, epoch): worker 1 in epoch 1, then the chief in epoch 2, the last
 TRAIN_IMAGES = 256  # 4 steps of 64 (32 on each worker) an epoch
 START_TIMEOUT = 300  # seconds for both workers to start and reach the kill point
 EXIT_TIMEOUT = 60  # seconds for the survivor to notice that its peer is gone
@@ -201,49 +203,58 @@ def setup(tmp_path_factory) -> Setup:
     return done
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1200)  # the first case also runs the uninterrupted reference job
-@pytest.mark.parametrize("killed", [1, 0], ids=["worker1-killed", "chief-killed"])
-def test_two_workers_one_killed_resume_from_backup(setup, tmp_path, killed):
-    (tmp_path / "out").mkdir()
-    args = setup.args(tmp_path / "backup", tmp_path / "out")
-    jobs: list[Job] = []
-    try:
-        # Run 1: kill one worker once it has finished a batch of epoch 1 (epoch 0 is backed up).
-        first = Job(setup.root, f"{killed}-1", args, tmp_path)
-        jobs.append(first)
-        in_epoch_1 = lambda: any(r["event"] == "batch_end" and r.get("epoch") == 1 for r in first.records(killed))
-        first.wait_for(in_epoch_1, START_TIMEOUT, f"batch of epoch 1 on worker {killed}")
-        backup = sorted(p.name for p in (tmp_path / "backup").rglob("*") if p.is_file())
-        os.killpg(first.procs[killed].pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-        survivor = first.wait(EXIT_TIMEOUT)[1 - killed]
-        survivor_s = time.monotonic() - killed_at
-        first.kill()  # a survivor still blocked on its dead peer goes too, as a job restart would do
-        done_1 = [r["epoch"] for r in first.records() if r["event"] == "epoch_end"]
-        print(f"run 1: epochs ended {done_1}; survivor's status {survivor} after {survivor_s:.1f} s")
-        print("backup at the kill:", backup)
-        assert backup and not (tmp_path / "out" / "train.keras").exists()
+def kill_when_in_epoch(job: Job, worker: int, epoch: int, backup: Path) -> list[str]:
+    """SIGKILL `worker` once it has finished a batch of `epoch` (epoch - 1 backed up); the
+    other worker goes too, by itself or killed, as a job restart would do. The backup's files."""
+    in_epoch = lambda: any(r["event"] == "batch_end" and r.get("epoch") == epoch for r in job.records(worker))
+    job.wait_for(in_epoch, START_TIMEOUT, f"batch of epoch {epoch} on worker {worker}")
+    files = sorted(p.name for p in backup.rglob("*") if p.is_file())
+    os.killpg(job.procs[worker].pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    survivor = job.wait(EXIT_TIMEOUT)[1 - worker]
+    print(f"worker {worker} killed in epoch {epoch}; the other's status {survivor} after "
+          f"{time.monotonic() - killed_at:.1f} s; backup: {files}")
+    job.kill()
+    return files
 
-        # Run 2: the same command, new ports; it must go on from the backup.
-        second = Job(setup.root, f"{killed}-2", args, tmp_path)
-        jobs.append(second)
-        codes = second.wait(RUN_TIMEOUT)
-        assert codes == [0, 0], f"restarted job: {codes}\n{second.tail()}"
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # the uninterrupted reference job, then three runs of the job killed twice
+def test_two_workers_killed_in_turn_resume_from_backup(setup, tmp_path):
+    """One job, killed twice: worker 1 in epoch 1, then, restarted, the chief in epoch 2;
+    restarted again, it finishes as if never killed."""
+    (tmp_path / "out").mkdir()
+    backup = tmp_path / "backup"
+    args = setup.args(backup, tmp_path / "out")
+    runs: list[Job] = []
+    try:
+        for run, (killed, epoch) in enumerate(KILLS, start=1):
+            runs.append(Job(setup.root, str(run), args, tmp_path))
+            assert kill_when_in_epoch(runs[-1], killed, epoch, backup) and not (tmp_path / "out" / "train.keras").exists()
+        # The same command once more, new ports: it must go on from the last backup, and finish.
+        runs.append(Job(setup.root, "last", args, tmp_path))
+        codes = runs[-1].wait(RUN_TIMEOUT)
+        assert codes == [0, 0], f"restarted job: {codes}\n{runs[-1].tail()}"
     finally:
-        for job in jobs:
+        for job in runs:
             job.kill()
 
+    # Each run began at the epoch after the last one backed up, on both workers, and ended
+    # none after it: a restart from epoch 0, or one that skipped an epoch, fails here.
+    first_epochs = [0] + [epoch for _, epoch in KILLS]
     for worker in (0, 1):
-        trained_1 = [r["epoch"] for r in first.records(worker) if r["event"] == "epoch_begin"]
-        trained_2 = [r["epoch"] for r in second.records(worker) if r["event"] == "epoch_begin"]
-        ended_1 = [r["epoch"] for r in first.records(worker) if r["event"] == "epoch_end"]
-        print(f"worker {worker}: run 1 began epochs {trained_1}, ended {ended_1}; run 2 began {trained_2}")
-        assert trained_1[:2] == [0, 1] and ended_1 == [0]  # killed inside epoch 1
-        assert trained_2 == list(range(1, EPOCHS))  # resumed after the backed-up epoch 0, not from 0
-    losses = [r["loss"] for r in first.records(0) + second.records(0) if r["event"] == "epoch_end"]
+        for run, job in enumerate(runs):
+            began = [r["epoch"] for r in job.records(worker) if r["event"] == "epoch_begin"]
+            ended = [r["epoch"] for r in job.records(worker) if r["event"] == "epoch_end"]
+            print(f"worker {worker}, run {run + 1}: began epochs {began}, ended {ended}")
+            if run < len(KILLS):  # killed inside its last epoch
+                assert began == list(range(first_epochs[run], KILLS[run][1] + 1)), (worker, run, began)
+                assert ended == began[:-1], (worker, run, ended)
+            else:
+                assert began == ended == list(range(first_epochs[run], EPOCHS)), (worker, run, began, ended)
+    losses = [r["loss"] for job in runs for r in job.records(0) if r["event"] == "epoch_end"]
     print("loss by epoch:", losses)
-    assert np.all(np.isfinite(losses))
+    assert len(losses) == EPOCHS and np.all(np.isfinite(losses))
 
     # Resumed from the weights, BatchNorm statistics and optimizer state of epoch 0's end, on the
     # same batches, the job ends where the uninterrupted one did: the weights and the optimizer's

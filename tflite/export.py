@@ -163,10 +163,15 @@ def export_tflite(
         calibration, held_out = (_as_pixels(x, description) for x in (calibration, held_out))
 
     def convert(graph_model, mode: str) -> bytes:
-        io = io_dtype if mode == quantization else "float32"  # the search's float reference takes floats
         # A float file takes uint8 pixels through a CAST; int8 quantizes its uint8 input instead.
-        serving = _serving_model(graph_model, batch_size, io == "uint8" and mode != "int8", normalize, softmax)
-        return _convert(serving, mode, calibration, io)
+        serving = _serving_model(graph_model, batch_size, io_dtype == "uint8" and mode != "int8", normalize, softmax)
+        return _convert(serving, mode, calibration, io_dtype if mode == quantization else "float32")
+
+    def float_logits(graph_model, x: np.ndarray) -> np.ndarray:
+        """The search's reference: float inputs as the file takes them, logits out."""
+        serving = _serving_model(graph_model, batch_size, False, normalize, False)
+        (logits,) = serving.predict(x, batch_size=batch_size, verbose=0).values()
+        return np.asarray(logits, np.float32)
 
     choice: Optional[dict] = None
     if quantization != "int8":
@@ -178,7 +183,7 @@ def export_tflite(
         choice = {"graph": graphs[0].name, "chosen_by": "named" if int8_graph != AUTO else "the only candidate"}
     else:
         assert held_out is not None and measure_on is not None  # split above
-        data, choice, graph_model = search(model, graphs, held_out, batch_size, convert, measure_on)
+        data, choice, graph_model = search(model, graphs, held_out, batch_size, convert, measure_on, float_logits)
     identity_blocks = description.identity_blocks
     if choice is not None:
         graph_description = describe(graph_model)

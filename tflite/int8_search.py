@@ -164,10 +164,11 @@ def identity_fold_errors(model, held_out: np.ndarray, samples: int = 16) -> list
 
 
 def search(model, graphs: list[Int8Graph], held_out: np.ndarray, batch_size: int,
-           convert: Callable, measure_on: np.ndarray):
+           convert: Callable, measure_on: np.ndarray, float_logits: Callable):
     """Every candidate's file, scored on the held-out inputs against the float model: (the
     chosen one's bytes, the choice for the metadata, the chosen graph's Keras model).
-    `held_out` is as the file takes it, `measure_on` the same inputs as the model takes them."""
+    `held_out` is as the file takes it, `measure_on` the same inputs as the model takes them;
+    `float_logits(keras_model, x)`: that model's logits on x, taken as the file takes them."""
     from keras_repvgg.models.model import describe
 
     from .runtime import TFLiteRunner, compare_logits
@@ -176,8 +177,10 @@ def search(model, graphs: list[Int8Graph], held_out: np.ndarray, batch_size: int
     if n == 0:
         raise ExportError(f"{len(held_out)} held-out samples do not fill one batch of {batch_size}")
     x = held_out[:n]
-    # The float model as a file with the same input and output: its logits are the reference.
-    reference = TFLiteRunner(convert(float_graph(model, False), "float32"), before_softmax=True)(x)
+    # The reference: the float model in Keras, behind the file's own input conversion. (A
+    # float .tflite of it computes the same to 1e-5 of the logit scale, and cost one more
+    # conversion per search.)
+    reference = float_logits(float_graph(model, False), x)
     files, models, rows = {}, {}, []
     for graph in graphs:
         models[graph.name] = int8_graph_model(model, graph, measure_on)
