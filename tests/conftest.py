@@ -30,13 +30,16 @@ else:
     import helpers  # noqa: F401  (torch and timm first)
 
 
-# The longest files first: xdist hands whole files (--dist loadfile) to its two workers in
-# collection order, so a long file collected last would run alone at the end of the pass.
-# Measured in the clean-clone run of 2026-12-01 (slowest tests and setups per file).
-LONGEST_FIRST = ("test_multiworker.py", "test_tflite_export.py", "test_train_evaluate.py", "test_tflite_int8_trained.py",
-                 "test_converters_parity.py", "test_hardening.py", "test_tflite_mediapipe.py", "test_kerashub.py",
-                 "test_readme.py", "test_keras_pipelines.py", "test_onnx_export.py", "test_tflite_int8_graphs.py",
-                 "test_backend_parity.py", "test_backend_api.py", "test_serving.py", "test_beam.py")
+# The longest files first: xdist hands whole files (--dist loadfile, --no-loadscope-reorder in
+# tests/run.py) to its two workers in collection order, so a long file collected last would run
+# alone at the end of a pass. Ordered by the worker time each file took in the clean-clone run of
+# 2026-12-01 (AVX2 kernels): Keras 3 pass first, then the files the tf-keras pass weighs more.
+LONGEST_FIRST = ("test_tflite_export.py", "test_converters_parity.py", "test_multiworker.py", "test_hardening.py",
+                 "test_train_evaluate.py", "test_tflite_int8_trained.py", "test_tflite_int8_graphs.py",
+                 "test_description.py", "test_readme.py", "test_tflite_mediapipe.py", "test_keras_pipelines.py",
+                 "test_onnx_export.py", "test_kerashub.py", "test_reparameterization.py", "test_grouped_conv.py",
+                 "test_serving.py", "test_backend_api.py", "test_backend_roundtrip.py", "test_backend_parity.py",
+                 "test_beam.py")
 
 
 def pytest_collection_modifyitems(config, items):

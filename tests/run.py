@@ -20,7 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTEST = [sys.executable, "-m", "pytest", "-q"]
-XDIST = ["-n", "2", "--dist", "loadfile"]
+# Whole files to the two workers, in collection order (conftest.py puts the longest first):
+# by default xdist would reorder the files by their number of tests, which sent the one-test
+# multi-worker, trained-int8 and README files last, to run alone at the end of the pass.
+XDIST = ["-n", "2", "--dist", "loadfile", "--no-loadscope-reorder"]
 
 STEPS: list[tuple[str, dict[str, str], list[str]]] = [
     ("ruff", {}, [sys.executable, "-m", "ruff", "check", "."]),
