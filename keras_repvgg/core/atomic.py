@@ -10,6 +10,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -31,7 +32,26 @@ def atomic_path(target: "str | os.PathLike[str]") -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, target)
     finally:
-        if tmp_path.is_dir():
-            shutil.rmtree(tmp_path, ignore_errors=True)
-        elif tmp_path.exists():
-            tmp_path.unlink()
+        if tmp_path.exists():  # the write failed or was interrupted
+            _remove_settled(tmp_path)
+
+
+# A SIGTERM (or Ctrl-C) unwinds Python at once, but TensorFlow can let an op it was running
+# (a SavedModel's variables being written and merged) finish in its own threads, so files can
+# still appear in the temporary while it is being removed: the likely cause of what CI saw
+# once, an empty `variables` folder left in a SavedModel's temporary after SIGTERM.
+SETTLE_SECONDS = 0.2
+SETTLE_TIMEOUT = 10.0
+
+
+def _remove_settled(path: Path) -> None:
+    """Remove path (a file or a folder), again until it has stayed gone for SETTLE_SECONDS."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while True:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        time.sleep(SETTLE_SECONDS)
+        if not path.exists() or time.monotonic() > deadline:
+            return
