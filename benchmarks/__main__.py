@@ -16,7 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving", "peers", "int8_accuracy", "int8_seeds",
-            "per_block_latency", "transfer", "batch_predict", "backends", "training_speed", "training_accuracy", "grouped",
+            "per_block_latency", "tflite_routes", "transfer", "batch_predict", "backends", "training_speed",
+            "training_accuracy", "grouped",
             "onnx")
 
 
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["repvgg_a0", "repvgg_b0", "repvgg_b1g4"])
     parser.add_argument("--conversion-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4", "repvgg_b3"])
     parser.add_argument("--tflite-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
+    parser.add_argument("--routes-variants", nargs="+", default=["repvgg_a0", "repvgg_b0", "repvgg_b1g4"])
     parser.add_argument("--serving-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
     parser.add_argument("--backend-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
     parser.add_argument("--grouped-variants", nargs="+", default=["repvgg_a0", "repvgg_b0", "repvgg_b1g4", "repvgg_b2g4"])
@@ -87,6 +89,7 @@ def main() -> None:
         "latency": lambda: latency.run(args.variants, repeats=args.repeats),
         "tflite": lambda: tflite_export.run(args.tflite_variants, repeats=args.repeats),
         "serving": lambda: serving.run(args.serving_variants, repeats=args.repeats),
+        "tflite_routes": lambda: tflite_export.routes(args.routes_variants),
         "peers": lambda: peers.run(args.tflite_variants, repeats=args.repeats),
         "int8_accuracy": peers.digits_accuracy,
         "int8_seeds": lambda: trained.int8_seeds(args.seeds, tuple(args.tflite_variants)),

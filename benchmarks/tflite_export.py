@@ -51,3 +51,48 @@ def run(variants: list[str], size: int = 224, repeats: int = 20) -> list[dict[st
             })
             print(rows[-1], flush=True)
     return rows
+
+
+def routes(variants: list[str], size: int = 224, rounds: int = 3) -> list[dict[str, Any]]:
+    """The two conversion routes `export._converter` chooses between, on the same models in
+    interleaved rounds (medians): `from_keras_model`'s SavedModel round trip against the
+    graph traced and frozen in memory; and whether their files compute the same. int8: the
+    identity-apart graph from the training form, one conversion."""
+    import statistics
+
+    from keras_repvgg.tflite import TFLiteRunner, export, export_tflite
+
+    chosen = export.FROZEN_MAX_PARAMETERS
+    rng = np.random.default_rng(0)
+    calibration = rng.standard_normal((24, size, size, 3)).astype(np.float32)
+    rows = []
+    try:
+        for arch in variants:
+            timm_model, _ = timm_models(arch)
+            deploy = convert_timm(timm_model, input_size=size)
+            sources = {"float32": deploy, "float16": deploy, "int8": convert_timm(timm_model, form="train", input_size=size)}
+            seconds: dict[tuple[str, str], list[float]] = {}
+            outputs: dict[tuple[str, str], np.ndarray] = {}
+            for _ in range(rounds):
+                for route, limit in (("savedmodel", 0), ("frozen", 10**12)):
+                    export.FROZEN_MAX_PARAMETERS = limit
+                    for mode, model in sources.items():
+                        start = time.perf_counter()
+                        # One int8 graph, named: the automatic choice would convert five.
+                        options = {"calibration": calibration, "int8_graph": "identity-apart-equalized"} if mode == "int8" else {}
+                        data = export_tflite(model, mode, **options)
+                        seconds.setdefault((mode, route), []).append(time.perf_counter() - start)
+                        outputs[mode, route] = TFLiteRunner(data)(calibration[:2])
+            for mode in sources:
+                saved, frozen = (statistics.median(seconds[mode, r]) for r in ("savedmodel", "frozen"))
+                rows.append({
+                    "variant": arch, "parameters": deploy.count_params(), "mode": mode,
+                    "savedmodel_s": round(saved, 1), "frozen_s": round(frozen, 1),
+                    "frozen_over_savedmodel": round(frozen / saved, 2),
+                    "same_outputs": bool(np.array_equal(outputs[mode, "savedmodel"], outputs[mode, "frozen"])),
+                    "chosen": "frozen" if deploy.count_params() <= chosen else "savedmodel",
+                })
+                print(rows[-1], flush=True)
+    finally:
+        export.FROZEN_MAX_PARAMETERS = chosen
+    return rows
