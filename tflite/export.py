@@ -1,9 +1,10 @@
 """Keras RepVGG -> .tflite bytes, for mobile GPU delegates. A pure function; files elsewhere.
 
-Conversion goes through `TFLiteConverter.from_keras_model` (under Keras 3,
-conversions through a SavedModel or concrete functions silently produce NaN
-models), with builtin ops only: no Flex ops, which a phone's GPU delegate and
-the plain LiteRT runtime lack.
+A model on TensorFlow of up to `FROZEN_MAX_PARAMETERS` is traced once and frozen in memory;
+a bigger one, or one on JAX, goes through `TFLiteConverter.from_keras_model`, which exports
+a SavedModel and reads it back. (Under Keras 3, a SavedModel of our own, or concrete
+functions that the converter lowers to one, give NaN models: the weights are lost.)
+Builtin ops only: no Flex ops, which a phone's GPU delegate and the plain LiteRT runtime lack.
 """
 
 from __future__ import annotations
