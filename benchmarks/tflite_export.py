@@ -79,8 +79,10 @@ def routes(variants: list[str], size: int = 224, rounds: int = 3) -> list[dict[s
                     for mode, model in sources.items():
                         start = time.perf_counter()
                         # One int8 graph, named: the automatic choice would convert five.
-                        options = {"calibration": calibration, "int8_graph": "identity-apart-equalized"} if mode == "int8" else {}
-                        data = export_tflite(model, mode, **options)
+                        if mode == "int8":
+                            data = export_tflite(model, mode, calibration, int8_graph="identity-apart-equalized")
+                        else:
+                            data = export_tflite(model, mode)
                         seconds.setdefault((mode, route), []).append(time.perf_counter() - start)
                         outputs[mode, route] = TFLiteRunner(data)(calibration[:2])
             for mode in sources:
