@@ -15,9 +15,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-# One thread per xdist worker: two workers with two threads each on two cores ran the trained
-# int8 and fine-tuning files in 193 s, one thread each in 130 s. Read when torch and TensorFlow
-# start, and inherited by the subprocesses that tests start.
+# One thread per test process where several share the cores: tests/run.py sets these for its
+# jobs (see ONE_THREAD there); a hand-run `pytest -n 2` gets them here. Read when torch and
+# TensorFlow start, and inherited by the subprocesses that tests start.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") != "1":
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")

@@ -74,3 +74,36 @@ def test_files_with_keras_conv2d_still_load(tmp_path):
         kinds = {type(layer) for layer in loaded.layers if getattr(layer, "groups", 1) > 1}
         assert (kinds == {GroupedConv2D}) if name == "new" else (GroupedConv2D not in kinds), (name, kinds)
         np.testing.assert_allclose(keras_logits(loaded, x), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize(("strides", "padding"), [(1, "SAME"), (2, "VALID")])
+def test_per_group_gradient_equals_keras_conv2d(strides, padding):
+    """Where TensorFlow's kernels run a grouped convolution but not its gradient (Eigen, without
+    oneDNN: AVX2-only CPUs), the gradient is taken one group at a time. Both gradients against
+    Keras' own Conv2D (XLA), on every machine, whichever kernels the layer itself uses here."""
+    import tensorflow as tf
+
+    from keras_repvgg.models.backend import keras
+    from keras_repvgg.models.saved_layers import _conv_with_per_group_gradient
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, 9, 9, 16)).astype(np.float32))
+    kernel = tf.Variable(rng.normal(size=(3, 3, 4, 8)).astype(np.float32))  # 4 groups
+    upstream = rng.normal(size=(2, *([9, 9] if padding == "SAME" else [4, 4]), 8)).astype(np.float32)
+    keras_own = keras.layers.Conv2D(8, 3, strides, padding=padding.lower(), groups=4, use_bias=False)
+    keras_own.build(x.shape)
+    keras_own.kernel.assign(kernel)
+
+    def gradients(conv):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = conv()
+        return [g.numpy() for g in tape.gradient(out, [x, kernel], output_gradients=tf.constant(upstream))]
+
+    ours = gradients(lambda: _conv_with_per_group_gradient(x, kernel, (strides, strides), padding, (1, 1), 4))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = keras_own(x)
+    reference = [g.numpy() for g in tape.gradient(out, [x, keras_own.kernel], output_gradients=tf.constant(upstream))]
+    for a, b in zip(ours, reference, strict=True):
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1e-4 * np.abs(b).max()

@@ -21,13 +21,25 @@ def test_ci_runs_the_readme_install_and_test_commands():
     assert install in ci and test in ci
     assert "pip install" in install and test == "python tests/run.py"
     # The runner holds the passes the README and docs/testing.md describe.
-    from run import STEPS
+    from run import CHECKS, PASSES, plan
 
-    passes = {name: (env, command) for name, env, command in STEPS}
-    assert {"ruff", "mypy", "unit (numpy only)", "Keras 3", "tf-keras", "JAX", "PyTorch"} == set(passes)
-    assert passes["tf-keras"][0] == {"TF_USE_LEGACY_KERAS": "1"}
-    assert passes["unit (numpy only)"][0] == {"KERAS_REPVGG_NUMPY_ONLY": "1"}
-    assert "not slow and not keras3_only" in passes["tf-keras"][1]
+    checks = {name: env for name, env, _ in CHECKS}
+    passes = {name: (env, args) for name, env, args, _ in PASSES}
+    assert list(checks) == ["ruff", "mypy", "unit (numpy only)"]
+    assert checks["unit (numpy only)"] == {"KERAS_REPVGG_NUMPY_ONLY": "1"}
+    assert list(passes) == ["Keras 3", "tf-keras", "JAX", "PyTorch"]
+    assert passes["tf-keras"] == ({"TF_USE_LEGACY_KERAS": "1"}, ["-m", "not slow and not keras3_only"])
+    assert passes["JAX"][0] == {"KERAS_BACKEND": "jax"} and passes["PyTorch"][0] == {"KERAS_BACKEND": "torch"}
+    # Each test file in one job of each pass that runs it: tests/backends on JAX and PyTorch
+    # (its conftest skips it on TensorFlow), every other file on Keras 3 and tf-keras.
+    jobs = plan([])
+    every = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py"))
+    backends = [f for f in every if f.startswith("tests/backends/")]
+    others = [f for f in every if f not in backends]
+    assert backends and others
+    for name, files in (("Keras 3", others), ("tf-keras", others), ("JAX", backends), ("PyTorch", backends)):
+        ran = sorted(f for job in jobs if job.name.startswith(f"{name}:") for f in job.files)
+        assert ran == files, name
 
 
 def _main_job_commands(readme: str) -> list[str]:
