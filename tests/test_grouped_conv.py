@@ -11,7 +11,7 @@ from benchmarks.grouped import keras_conv2d_copy
 from keras_repvgg.converters import convert_checkpoint
 from keras_repvgg.models.saved_layers import GroupedConv2D
 
-from helpers import assert_close_to_timm, keras_logits, random_images, timm_checkpoint, timm_reference
+from helpers import KERAS3_ONLY, assert_close_to_timm, keras_logits, random_images, timm_checkpoint, timm_reference
 
 SIZE = 64
 
@@ -107,3 +107,67 @@ def test_per_group_gradient_equals_keras_conv2d(strides, padding):
     reference = [g.numpy() for g in tape.gradient(out, [x, keras_own.kernel], output_gradients=tf.constant(upstream))]
     for a, b in zip(ours, reference, strict=True):
         assert a.shape == b.shape and np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
+
+
+EIGEN_SCRIPT = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+from keras_repvgg.converters import convert_checkpoint
+from keras_repvgg.models.saved_layers import _tensorflow_grouped_conv
+
+checkpoint, fused, inputs = sys.argv[1:4]
+x = np.load(inputs)
+train = convert_checkpoint(checkpoint, input_size=x.shape[1]).model
+deploy = convert_checkpoint(fused, input_size=x.shape[1]).model
+image = tf.constant(x)
+with tf.GradientTape() as tape:
+    tape.watch(image)
+    logits = train(image, training=False)
+    total = tf.reduce_sum(logits * tf.range(1.0, 1001.0) / 1000.0)
+grad_image, *grad_weights = tape.gradient(total, [image, *train.trainable_variables])
+train.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+loss = train.train_on_batch(x, np.array([1, 2]))
+np.savez(sys.argv[4], train=logits.numpy(), deploy=deploy.predict(x, verbose=0), grad=grad_image.numpy())
+print(json.dumps({"kernels": sorted(_tensorflow_grouped_conv()), "loss": float(np.ravel(loss)[0]),
+                  "weights_finite": all(bool(np.isfinite(g.numpy()).all()) for g in grad_weights)}))
+"""
+
+
+@KERAS3_ONLY  # TensorFlow's kernels, the same under either Keras
+def test_eigen_kernels_run_both_forms_and_their_gradient(tmp_path):
+    """TensorFlow without oneDNN (its default on CPUs without AVX512-VNNI; TF_ENABLE_ONEDNN_OPTS=0
+    here): B1g4's grouped layers give timm's logits in both forms, timm's gradient for the input,
+    and a training step. On Eigen, a grouped conv followed by a BiasAdd or differentiated failed
+    ("Fused conv implementation does not support grouped convolutions", "Gradients for grouped
+    convolutions are not supported on CPU")."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from helpers import timm_model
+
+    x = random_images(2, 32, seed=8)
+    np.save(tmp_path / "x.npy", x)
+    run = subprocess.run(
+        [sys.executable, "-c", EIGEN_SCRIPT, str(timm_checkpoint("repvgg_b1g4", 5)),
+         str(timm_checkpoint("repvgg_b1g4", 5, "fused")), str(tmp_path / "x.npy"), str(tmp_path / "out.npz")],
+        env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["kernels"] == ["forward"], report  # the Eigen path: no fused bias, no gradient
+    assert np.isfinite(report["loss"]) and report["weights_finite"], report
+    out = np.load(tmp_path / "out.npz")
+    reference = timm_reference("repvgg_b1g4", 5, x)
+    assert_close_to_timm(out["train"], reference, rel=1e-5)
+    assert_close_to_timm(out["deploy"], reference, rel=1e-5)
+
+    image = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).requires_grad_(True)
+    logits = timm_model("repvgg_b1g4", 5)(image)
+    (logits * torch.arange(1.0, 1001.0) / 1000.0).sum().backward()
+    expected = image.grad.numpy().transpose(0, 2, 3, 1)
+    assert np.abs(out["grad"] - expected).max() <= 1e-4 * np.abs(expected).max()
