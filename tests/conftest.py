@@ -30,9 +30,9 @@ else:
     import helpers  # noqa: F401  (torch and timm first)
 
 
-# The longest files first, as measured in the clean-clone run of 2026-12-01 (AVX2 kernels).
-# This orders a run without xdist; xdist hands out whole files by their number of tests, most
-# first, and in this order where they tie (see tests/run.py).
+# The longest files first, as measured in a clean-clone run of 2026-12-01: the order of the
+# files within one pytest process (tests/run.py orders and groups whole files itself, from
+# tests/durations.json).
 LONGEST_FIRST = ("test_tflite_export.py", "test_converters_parity.py", "test_multiworker.py", "test_hardening.py",
                  "test_train_evaluate.py", "test_tflite_int8_trained.py", "test_tflite_int8_graphs.py",
                  "test_description.py", "test_readme.py", "test_tflite_mediapipe.py", "test_keras_pipelines.py",
