@@ -431,3 +431,45 @@ def onnx_runtime_outputs(files: list[Path], x: np.ndarray, work: Path) -> tuple[
     with np.load(work / "outputs.npz") as out:
         results = [(out[f"{i}.batch"], out[f"{i}.one"]) for i in range(len(files))]
     return results, {Path(k): v for k, v in report.items()}
+
+
+def trained_timm(arch: str, x: np.ndarray, y: np.ndarray, epochs: int = 10, seed: int = 0):
+    """`benchmarks.digits.train_timm(arch, x, y, epochs, seed)`, its weights saved once for the
+    run (the torch training is the same in every pass; only the Keras side differs)."""
+    import inspect
+
+    from safetensors.torch import load_file
+
+    from benchmarks import digits
+
+    code = inspect.getsource(digits.train_timm).encode()
+    key = _digest(code, np.ascontiguousarray(x).tobytes(), str((x.shape, x.dtype)).encode(),
+                  np.ascontiguousarray(y).tobytes(), str((y.shape, y.dtype, arch, epochs, seed)).encode())
+    path = _cached(f"trained-{arch}-{key}.safetensors",
+                   lambda out: save_checkpoint(digits.train_timm(arch, x, y, epochs, seed), out))
+    with torch.device("meta"):  # built without initializing weights that are replaced at once
+        model = timm.create_model(arch, num_classes=10)
+    model.load_state_dict(load_file(str(path)), assign=True)
+    return model.eval()
+
+
+def timm_fused_forms(arch: str, seed: int, x: np.ndarray, folder: Path, num_classes: int = 1000) -> dict:
+    """What `derived_checkpoint` gives in its three forms, and `timm_reference(..., form="fused")`'s
+    logits on `x`, from one load of the cached model and one fusion by timm: `derived_checkpoint`
+    loads and deep-copies the model and timm fuses it afresh for each form, which took seconds
+    each for the big variants. The same files and logits: timm's `reparameterize_model` of the
+    same weights, here in place on the loaded model (it deep-copies a model only to keep the
+    caller's). Returns {"official-train": path, "fused": path, "official-deploy": path,
+    "fused_logits": array}."""
+    from unittest import mock
+
+    model = timm_model(arch, seed, num_classes)
+    out: dict = {"official-train": save_official_checkpoint(model, folder / f"{arch}-official-train.pth")}
+    # timm's fusion makes each fused conv as a fresh nn.Conv2d, randomly initialized (kaiming, seconds
+    # for the big variants) and at once given the fused kernel and bias: the initialization is skipped.
+    with mock.patch.object(torch.nn.Conv2d, "reset_parameters", lambda self: None):
+        fused = timm.utils.reparameterize_model(model, inplace=True).eval()
+    out["fused"] = save_checkpoint(fused, folder / f"{arch}-fused.safetensors")
+    out["official-deploy"] = save_official_checkpoint(fused, folder / f"{arch}-official-deploy.pth")
+    out["fused_logits"] = torch_logits(fused, x)
+    return out
