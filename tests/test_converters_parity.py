@@ -18,10 +18,10 @@ from helpers import (
     TIMM_VARIANTS,
     assert_close_to_timm,
     checkpoint_size,
-    derived_checkpoint,
     keras_logits,
     random_images,
     timm_checkpoint,
+    timm_fused_forms,
     timm_reference,
     torch_logits,
 )
@@ -37,13 +37,14 @@ def _check_variant(arch: str, size: int, folder: Path) -> None:
     seed = zlib.crc32(arch.encode()) % 1000
     x = random_images(2, size, seed=1)
     expected = timm_reference(arch, seed, x)
+    # The fused and official forms of the same model, and timm's fused logits, from one fusion by timm.
+    derived = timm_fused_forms(arch, seed, x, folder)
     # timm's own fusion agrees with its training form: the reference itself is sound.
-    assert_close_to_timm(timm_reference(arch, seed, x, form="fused"), expected)
-    checkpoints = {"train": timm_checkpoint(arch, seed)}
-    for form, name in (("fused", "fused"), ("official deploy", "official-deploy")):
-        checkpoints[form] = derived_checkpoint(arch, seed, name, folder)
+    assert_close_to_timm(derived["fused_logits"], expected)
+    checkpoints = {"train": timm_checkpoint(arch, seed), "fused": derived["fused"],
+                   "official deploy": derived["official-deploy"]}
     timm_fused_params = checkpoint_size(checkpoints["fused"])  # a fused model holds parameters only
-    official_train = derived_checkpoint(arch, seed, "official-train", folder)
+    official_train = derived["official-train"]
     for form, path in checkpoints.items():
         # No arch and no config.json: the variant is inferred from the shapes.
         result = convert_checkpoint(path, input_size=size)
