@@ -26,6 +26,12 @@ def train():
     return convert(timm_checkpoint("repvgg_a0", seed=5), input_size=SIZE, form="train")
 
 
+@pytest.fixture(scope="module")
+def fused(train):
+    """`train` reparameterized, built once for the tests that read it (exports never change it)."""
+    return reparameterize(train)
+
+
 def _identity_ops(data: bytes) -> int:
     return {op.name: op.count for op in model_ops(data)}.get("DEPTHWISE_CONV_2D", 0)
 
@@ -34,7 +40,7 @@ def _logits(data: bytes, x: np.ndarray) -> np.ndarray:
     return TFLiteRunner(data, before_softmax=True)(x)
 
 
-def test_auto_scores_every_candidate_and_keeps_the_rules_choice(train):
+def test_auto_scores_every_candidate_and_keeps_the_rules_choice(train, fused):
     calibration = random_images(24, SIZE, seed=1)
     data = export_tflite(train, "int8", calibration=calibration)  # the default: pixels in, probabilities out
     choice = read_metadata(data)["int8"]
@@ -60,7 +66,7 @@ def test_auto_scores_every_candidate_and_keeps_the_rules_choice(train):
     # ... and its reported error is what it computes on the held-out 4, against Keras' float model.
     held = calibration[20:]
     held_pixels = (held * np.asarray(p["std"], np.float32) + np.asarray(p["mean"], np.float32)) * 255
-    reference = reparameterize(train).predict(held, verbose=0)
+    reference = fused.predict(held, verbose=0)
     ours = _logits(data, held_pixels)
     rel_l2 = np.linalg.norm(ours - reference) / np.linalg.norm(reference)
     assert rel_l2 == pytest.approx(rows[graph.name]["rel_l2"], rel=1e-3, abs=1e-5)
@@ -87,8 +93,7 @@ def test_each_name_gives_that_graph(train):
         assert not np.array_equal(_logits(files[plain], x), _logits(files[equalized], x))
 
 
-def test_held_out_inputs_and_equalize_narrow_the_search(train):
-    fused = reparameterize(train)
+def test_held_out_inputs_and_equalize_narrow_the_search(train, fused):
     data = export_tflite(fused, "int8", calibration=random_images(16, SIZE, seed=1),
                          held_out=random_images(5, SIZE, seed=2), **AS_THE_MODEL)
     choice = read_metadata(data)["int8"]
@@ -135,12 +140,13 @@ def test_the_per_block_graph_keeps_the_identity_apart_where_folding_costs(train)
                           int8_graph="identity-where-it-pays", **AS_THE_MODEL)
     assert read_metadata(named)["int8"]["identity_blocks"] == kept == read_metadata(named)["identity_blocks"]
     assert read_metadata(named)["form"] == "deploy-identity" and _identity_ops(named) == len(kept)
-    reference = reparameterize(spiky).predict(calibration[20:], verbose=0)
+    spiky_fused = reparameterize(spiky)  # one build for both comparisons below
+    reference = spiky_fused.predict(calibration[20:], verbose=0)
     ours = _logits(named, calibration[20:])
     rel_l2 = np.linalg.norm(ours - reference) / np.linalg.norm(reference)
     assert rel_l2 == pytest.approx(rows["identity-where-it-pays"]["rel_l2"], rel=1e-3, abs=1e-5)
     # And the float graph behind it computes the model: the same function, whatever is folded.
     x = random_images(4, SIZE, seed=3)
     split = reparameterize(spiky, keep_identity=kept)
-    np.testing.assert_allclose(split.predict(x, verbose=0), reparameterize(spiky).predict(x, verbose=0),
+    np.testing.assert_allclose(split.predict(x, verbose=0), spiky_fused.predict(x, verbose=0),
                                rtol=1e-4, atol=1e-4 * np.abs(reference).max())
