@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 
 import pytest
 
@@ -111,13 +112,16 @@ def test_d2se_at_320_matches_timm(tmp_path):
     """D2se (squeeze-excitation, 120M parameters) at its 320 px, exported on Keras' torch backend:
     tf2onnx would need some 20 GB for it (docs/onnx.md, "Memory and time"); torch.onnx takes 4."""
     path = tmp_path / "d2se.onnx"
-    run = subprocess.run([sys.executable, "-c", D2SE_CHILD, str(timm_checkpoint("repvgg_d2se", seed=SEED)), "320",
+    # The weights and the input of test_converters_parity's D2se at 320 px (any random model shows the
+    # export right): the run makes that 120M-parameter checkpoint and timm's logits at 320 px once.
+    seed = zlib.crc32(b"repvgg_d2se") % 1000
+    run = subprocess.run([sys.executable, "-c", D2SE_CHILD, str(timm_checkpoint("repvgg_d2se", seed=seed)), "320",
                           str(path)], env={**os.environ, "KERAS_BACKEND": "torch"}, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    x = random_images(2, 320, seed=4)
+    x = random_images(2, 320, seed=1)
     ((batch, one),), report = onnx_runtime_outputs([path], x, tmp_path / "run")
-    reference = timm_reference("repvgg_d2se", SEED, x)
+    reference = timm_reference("repvgg_d2se", seed, x)
     error = assert_close_to_timm(batch, reference)
     assert_close_to_timm(one, reference[:1])
     assert report[path]["input"][2] == [BATCH, 320, 320, 3]
