@@ -22,6 +22,7 @@ PEER = "litert-torch PT2E (per-channel)"
 INT8_CANDIDATES = (
     "plain",
     "plain-equalized",
+    "plain-compensated",
     "identity-where-it-pays",
     "identity-apart",
     "identity-apart-equalized",
@@ -71,7 +72,7 @@ def int8_candidates(train_form, xtr: np.ndarray, xte: np.ndarray, yte: np.ndarra
     calibration = xtr[:calibration_size]
     held_out = xtr[calibration_size:calibration_size + held_out_size]
     sources: dict[str, tuple[Any, dict[str, Any]]] = {
-        name: (train_form, {"int8_graph": name, "held_out": held_out}) for name in INT8_CANDIDATES[:5]}
+        name: (train_form, {"int8_graph": name, "held_out": held_out}) for name in INT8_CANDIDATES[:6]}
     sources[AUTO] = (train_form, {"held_out": held_out})
     sources["rescaled channels, equalized"] = (rescaled, {"int8_graph": "identity-apart-equalized"})
     sources["rescaled channels, not equalized"] = (rescaled, {"int8_graph": "identity-apart"})
@@ -198,8 +199,11 @@ def per_block_latency(variants: "tuple[str, ...]" = ("repvgg_a0", "repvgg_b1g4")
     """The per-block int8 graph's speed where it matters: timm's `variant` trained on digits
     (`seeds` seeds) chooses its blocks on the held-out digits, and the same weights at `size`
     px are timed with those blocks' identity apart, against the plain graph, identity-apart
-    and litert-torch's int8, in interleaved rounds (medians; XNNPACK, batch 1)."""
+    the plain graph with compensated rounding, and litert-torch's int8 where it is installed
+    (it wants torch below 2.15), in interleaved rounds (medians; XNNPACK, batch 1)."""
     import copy
+    import importlib.util
+    import math
 
     import timm
 
@@ -209,6 +213,7 @@ def per_block_latency(variants: "tuple[str, ...]" = ("repvgg_a0", "repvgg_b1g4")
     from keras_repvgg.tflite import TFLiteRunner, export_tflite
     from keras_repvgg.tflite.int8_search import identity_blocks_that_pay
 
+    with_peer = importlib.util.find_spec("litert_torch") is not None
     xtr, _, ytr, _ = digits()
     rng = np.random.default_rng(0)
     calibration = rng.standard_normal((32, size, size, 3)).astype(np.float32)
@@ -223,11 +228,13 @@ def per_block_latency(variants: "tuple[str, ...]" = ("repvgg_a0", "repvgg_b1g4")
             options: dict[str, Any] = {"calibration": calibration, "input": "normalized", "output": "logits"}
             files = {
                 "plain": export_tflite(train_form, "int8", int8_graph="plain", **options),
+                "plain-compensated": export_tflite(train_form, "int8", int8_graph="plain-compensated", **options),
                 "identity-where-it-pays": export_tflite(
                     reparameterize(train_form, keep_identity=kept), "int8", int8_graph="identity-apart", **options),
                 "identity-apart": export_tflite(train_form, "int8", int8_graph="identity-apart", **options),
-                "litert-torch": litert_torch_tflite(fused, calibration),
             }
+            if with_peer:
+                files["litert-torch"] = litert_torch_tflite(fused, calibration)
             runners = {name: TFLiteRunner(data) for name, data in files.items()}
             times: dict[str, list[float]] = {name: [] for name in files}
             names = list(runners)
@@ -236,11 +243,12 @@ def per_block_latency(variants: "tuple[str, ...]" = ("repvgg_a0", "repvgg_b1g4")
                 # Each round starts with another file: the first after the warm-up ran 1.5x slower.
                 for name in names[r % len(names):] + names[:r % len(names)]:
                     times[name].append(median_seconds(lambda: runners[name](x), repeats))
-            peer = float(np.median(times["litert-torch"]))
+            plain = float(np.median(times["plain"]))
+            peer = float(np.median(times["litert-torch"])) if with_peer else math.nan
             for name in files:
                 latency = float(np.median(times[name]))
                 rows.append({"variant": arch, "seed": seed, "graph": name, "identity_kept_apart":
                              len(kept) if name == "identity-where-it-pays" else "", "latency_ms_b1": round(latency * 1e3, 2),
-                             "over_litert_torch": round(latency / peer, 3)})
+                             "over_plain": round(latency / plain, 3), "over_litert_torch": round(latency / peer, 3)})
                 print(rows[-1], flush=True)
     return rows

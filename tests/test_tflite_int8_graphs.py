@@ -32,6 +32,17 @@ def fused(train):
     return reparameterize(train)
 
 
+# The default search's inputs, shared by the tests that read its file: 20 calibrated on, the
+# last 4 held out.
+SEARCH_INPUTS = {"n": 24, "size": SIZE, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def auto_file(train) -> bytes:
+    """The default int8 file of `train` (pixels in, probabilities out), made once."""
+    return export_tflite(train, "int8", calibration=random_images(**SEARCH_INPUTS))
+
+
 def _identity_ops(data: bytes) -> int:
     return {op.name: op.count for op in model_ops(data)}.get("DEPTHWISE_CONV_2D", 0)
 
@@ -40,9 +51,9 @@ def _logits(data: bytes, x: np.ndarray) -> np.ndarray:
     return TFLiteRunner(data, before_softmax=True)(x)
 
 
-def test_auto_scores_every_candidate_and_keeps_the_rules_choice(train, fused):
-    calibration = random_images(24, SIZE, seed=1)
-    data = export_tflite(train, "int8", calibration=calibration)  # the default: pixels in, probabilities out
+def test_auto_scores_every_candidate_and_keeps_the_rules_choice(train, fused, auto_file):
+    calibration = random_images(**SEARCH_INPUTS)
+    data = auto_file  # the default: pixels in, probabilities out
     choice = read_metadata(data)["int8"]
     rows = {row["graph"]: row for row in choice["candidates"]}
     assert list(rows) == list(GRAPHS_BY_NAME) and choice["held_out_samples"] == 4  # a fifth, at least 4
@@ -97,11 +108,11 @@ def test_held_out_inputs_and_equalize_narrow_the_search(train, fused):
     data = export_tflite(fused, "int8", calibration=random_images(16, SIZE, seed=1),
                          held_out=random_images(5, SIZE, seed=2), **AS_THE_MODEL)
     choice = read_metadata(data)["int8"]
-    assert [r["graph"] for r in choice["candidates"]] == ["plain", "plain-equalized"]
+    assert [r["graph"] for r in choice["candidates"]] == ["plain", "plain-equalized", "plain-compensated"]
     assert choice["held_out_samples"] == 5  # all given, none taken from the calibration
     data = export_tflite(train, "int8", calibration=random_images(20, SIZE, seed=1), equalize=False, **AS_THE_MODEL)
     graphs = [r["graph"] for r in read_metadata(data)["int8"]["candidates"]]
-    assert graphs == ["plain", "identity-where-it-pays", "identity-apart"]
+    assert graphs == ["plain", "plain-compensated", "identity-where-it-pays", "identity-apart"]
 
 
 # The last block with an identity, its identity branch made to dominate (BatchNorm scale 30x):
@@ -150,3 +161,53 @@ def test_the_per_block_graph_keeps_the_identity_apart_where_folding_costs(train)
     split = reparameterize(spiky, keep_identity=kept)
     np.testing.assert_allclose(split.predict(x, verbose=0), spiky_fused.predict(x, verbose=0),
                                rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+
+
+def _int8_conv_weights(data: bytes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The file's 3x3 int8 conv kernels by Keras layer name: (integers as (out, kh, kw, in),
+    per-channel scales). The converter names them ".../<layer>_1/convolution"."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data)
+    found = {}
+    for t in interpreter.get_tensor_details():
+        if t["dtype"] == np.int8 and len(t["shape"]) == 4 and t["shape"][1] == 3:
+            name = t["name"].split("/")[-2].rsplit("_", 1)[0]
+            found[name] = (interpreter.get_tensor(t["index"]), t["quantization_parameters"]["scales"])
+    return found
+
+
+def test_the_compensated_graph_holds_its_rounded_kernels_on_the_converters_grid(train, fused, auto_file):
+    from keras_repvgg.core.layout import REPARAM_CONV, block_of
+    from keras_repvgg.tflite.int8_rounding import channel_steps, round_kernels
+
+    calibration = random_images(**SEARCH_INPUTS)
+    named = export_tflite(train, "int8", calibration=calibration[:20], held_out=calibration[20:],
+                          int8_graph="plain-compensated")
+    assert read_metadata(named)["form"] == "deploy" and _identity_ops(named) == 0
+    # The kernels `round_kernels` gives on the 20 calibration inputs (as the model takes
+    # them) are the file's int8 weights, integer for integer, at the steps it computed.
+    expected = reparameterize(train)
+    round_kernels(expected, calibration[:20])
+    weights = _int8_conv_weights(named)
+    convs = [layer.name for layer in expected.layers if block_of(layer.name, REPARAM_CONV) is not None]
+    assert sorted(weights) == sorted(convs) and len(convs) == 22
+    moved = 0
+    for name in convs:
+        kernel, scales = expected.get_layer(name).get_weights()[0], weights[name][1]
+        np.testing.assert_allclose(scales, channel_steps(kernel.astype(np.float64)), rtol=1e-6)
+        ours = kernel.transpose(3, 0, 1, 2) / scales[:, None, None, None]
+        assert np.abs(ours - weights[name][0]).max() < 1e-3, name
+        nearest = np.round(fused.get_layer(name).get_weights()[0].transpose(3, 0, 1, 2) / scales[:, None, None, None])
+        moved += int(np.sum(weights[name][0] != nearest))
+    assert moved > 0  # not what nearest rounding gives
+
+    # In the default search it is the candidate its name gives: on the held-out 4, the error
+    # the search reported for it.
+    row = {r["graph"]: r for r in read_metadata(auto_file)["int8"]["candidates"]}["plain-compensated"]
+    p = read_metadata(named)["preprocessing"]
+    held = calibration[20:]
+    pixels = (held * np.asarray(p["std"], np.float32) + np.asarray(p["mean"], np.float32)) * 255
+    reference = fused.predict(held, verbose=0)
+    rel_l2 = np.linalg.norm(_logits(named, pixels) - reference) / np.linalg.norm(reference)
+    assert rel_l2 == pytest.approx(row["rel_l2"], rel=1e-3, abs=1e-5)

@@ -155,6 +155,7 @@ def export_tflite(
     # The per-block graph measures on the held-out inputs (named alone: on those given, else
     # on the calibration), as the model takes them.
     measure_on = held_out if held_out is not None else calibration
+    model_calibration = calibration  # as the model takes it: what the compensated rounding measures on
     labels = checked_labels(description.classes, labels or description.labels) if description.include_top else None
     if output == "logits" and description.head == "probabilities":
         raise ExportError("output='logits' needs a model without a softmax head (classifier_activation=None)")
@@ -179,12 +180,13 @@ def export_tflite(
         data = convert(float_graph(model, bool(equalize)), quantization)
         form = "deploy" if description.form == "train" else description.form
     elif len(graphs) == 1:
-        graph_model = int8_graph_model(model, graphs[0], measure_on)
+        graph_model = int8_graph_model(model, graphs[0], measure_on, model_calibration)
         data = convert(graph_model, "int8")
         choice = {"graph": graphs[0].name, "chosen_by": "named" if int8_graph != AUTO else "the only candidate"}
     else:
-        assert held_out is not None and measure_on is not None  # split above
-        data, choice, graph_model = search(model, graphs, held_out, batch_size, convert, measure_on, float_logits)
+        assert held_out is not None and measure_on is not None and model_calibration is not None  # split above
+        data, choice, graph_model = search(model, graphs, held_out, batch_size, convert, measure_on, float_logits,
+                                             model_calibration)
     identity_blocks = description.identity_blocks
     if choice is not None:
         graph_description = describe(graph_model)

@@ -25,6 +25,9 @@ class Int8Graph:
     # keep_identity in the blocks where folding costs accuracy only (`keeps_identity_apart`),
     # measured on the held-out inputs; folded in the others.
     where_it_pays: bool = False
+    # the fused kernels rounded with error compensation on the calibration inputs
+    # (`int8_rounding`): the same ops and int8 grid, other integers.
+    compensated: bool = False
 
 
 # The plain graph has one CONV_2D per block; keeping the identity apart adds a
@@ -34,6 +37,7 @@ class Int8Graph:
 INT8_GRAPHS = (
     Int8Graph("plain", keep_identity=False, equalize=False, speed_rank=0),
     Int8Graph("plain-equalized", keep_identity=False, equalize=True, speed_rank=0),
+    Int8Graph("plain-compensated", keep_identity=False, equalize=False, speed_rank=0, compensated=True),
     Int8Graph("identity-where-it-pays", keep_identity=True, equalize=False, speed_rank=1, where_it_pays=True),
     Int8Graph("identity-apart", keep_identity=True, equalize=False, speed_rank=2),
     Int8Graph("identity-apart-equalized", keep_identity=True, equalize=True, speed_rank=2),

@@ -95,13 +95,21 @@ def identity_blocks_that_pay(model, measure_on: np.ndarray) -> tuple[list[str], 
     return identity_blocks_to_keep(rows), rows
 
 
-def int8_graph_model(model, graph: Int8Graph, measure_on: Optional[np.ndarray] = None):
+def int8_graph_model(model, graph: Int8Graph, measure_on: Optional[np.ndarray] = None,
+                     calibration: Optional[np.ndarray] = None):
     """The Keras model whose int8 file is `graph`; the caller's model is not changed.
-    `measure_on`: the inputs (as the model takes them) the per-block graph measures on."""
+    `measure_on`: the inputs (as the model takes them) the per-block graph measures on;
+    `calibration`: those the compensated rounding measures on."""
     from keras_repvgg.models.model import clone_with_weights
     from keras_repvgg.models.reparameterization import is_training_form, reparameterize
 
-    if graph.where_it_pays:
+    if graph.compensated:
+        from .int8_rounding import round_kernels
+
+        assert calibration is not None, "the compensated rounding measures on the calibration inputs"
+        model = reparameterize(model) if is_training_form(model) else clone_with_weights(model)
+        round_kernels(model, calibration)
+    elif graph.where_it_pays:
         assert measure_on is not None and is_training_form(model), "candidates() offers it for the training form only"
         model = reparameterize(model, keep_identity=identity_blocks_that_pay(model, measure_on)[0])
     elif is_training_form(model):
@@ -171,10 +179,11 @@ def identity_fold_errors(model, held_out: np.ndarray, samples: int = 16) -> list
 
 
 def search(model, graphs: list[Int8Graph], held_out: np.ndarray, batch_size: int,
-           convert: Callable, measure_on: np.ndarray, float_logits: Callable):
+           convert: Callable, measure_on: np.ndarray, float_logits: Callable, calibration: np.ndarray):
     """Every candidate's file, scored on the held-out inputs against the float model: (the
     chosen one's bytes, the choice for the metadata, the chosen graph's Keras model).
-    `held_out` is as the file takes it, `measure_on` the same inputs as the model takes them;
+    `held_out` is as the file takes it, `measure_on` the same inputs as the model takes them,
+    `calibration` the calibration inputs as the model takes them;
     `float_logits(keras_model, x)`: that model's logits on x, taken as the file takes them."""
     from keras_repvgg.models.model import describe
 
@@ -193,8 +202,8 @@ def search(model, graphs: list[Int8Graph], held_out: np.ndarray, batch_size: int
     for graph in graphs:
         # The plain graph's model is the reference's (the training form fused, identity folded):
         # built once. Converting it changes nothing in it.
-        plain = not (graph.keep_identity or graph.equalize or graph.where_it_pays)
-        models[graph.name] = reference_model if plain else int8_graph_model(model, graph, measure_on)
+        plain = not (graph.keep_identity or graph.equalize or graph.where_it_pays or graph.compensated)
+        models[graph.name] = reference_model if plain else int8_graph_model(model, graph, measure_on, calibration)
         files[graph.name] = convert(models[graph.name], "int8")
         scores = compare_logits(TFLiteRunner(files[graph.name], before_softmax=True)(x), reference)
         rows.append({"graph": graph.name, "rel_l2": round(scores["rel_l2"], 5),

@@ -56,10 +56,12 @@ def test_a_failed_candidate_is_never_chosen_over_a_working_one():
 
 def test_candidates_per_form():
     assert [g.name for g in candidates("train")] == [g.name for g in INT8_GRAPHS]
-    assert [g.name for g in candidates("deploy")] == ["plain", "plain-equalized"]
+    assert [g.name for g in candidates("deploy")] == ["plain", "plain-equalized", "plain-compensated"]
     assert [g.name for g in candidates("deploy-identity")] == ["identity-apart", "identity-apart-equalized"]
-    assert [g.name for g in candidates("train", equalize=False)] == ["plain", "identity-where-it-pays", "identity-apart"]
-    # Graphs of one speed rank have the same ops: equalization changes weights only. The
+    assert [g.name for g in candidates("train", equalize=False)] == ["plain", "plain-compensated",
+                                                                      "identity-where-it-pays", "identity-apart"]
+    # Graphs of one speed rank have the same ops: equalization and compensated rounding
+    # change weights only. The
     # per-block graph has fewer identity ops than identity-apart, and a rank of its own.
     assert {g.speed_rank for g in INT8_GRAPHS if not g.keep_identity} == {0}
     assert {g.speed_rank for g in INT8_GRAPHS if g.where_it_pays} == {1}
