@@ -108,7 +108,8 @@ def export_tflite(
         calibrated on `calibration`, an array of inputs exactly as the model takes them).
     int8_graph: "auto" (the default) builds every int8 graph the model can give (see
         `int8_graphs.INT8_GRAPHS`: the identity branch folded into the kernel or kept apart,
-        each with and without cross-layer equalization), scores each on `held_out` against
+        each with and without cross-layer equalization; folded, with the kernels rounded
+        with error compensation on `calibration`), scores each on `held_out` against
         the float model, and keeps the fastest one within `int8_graphs.TOLERANCE_RATIO` of
         the best; a graph's name makes that graph alone. The file's `keras_repvgg.json`
         records the choice and every candidate's held-out figures under "int8".

@@ -24,6 +24,7 @@ MAX_ROWS = 8192  # input patches sampled per conv: several times the widest A/B 
 BATCH = 8  # images per forward pass while sampling (every conv's input is held at once)
 DAMPING = 0.01  # of the mean diagonal, added to the moments: columns the data never excites
 COLUMNS_PER_BLOCK = 128  # columns rounded before the rest are updated in one product
+MAX_COLUMNS = 9 * 256  # columns compensated together (`column_chunks`)
 
 
 def channel_steps(kernel: np.ndarray) -> np.ndarray:
@@ -59,10 +60,20 @@ def compensated_columns(weights: np.ndarray, moments: np.ndarray, steps: np.ndar
     return out
 
 
-def compensated_kernel(kernel: np.ndarray, moments: list[np.ndarray]) -> np.ndarray:
+def column_chunks(channels: int) -> list[np.ndarray]:
+    """A group's kernel columns, (kh, kw, in) flattened, split by input channel into chunks
+    of at most MAX_COLUMNS: each chunk is compensated on its own moments. Exact up to 256
+    input channels (every A and B variant's identity blocks but B2's and B3's); above, the
+    correlations between chunks are left out, which bounds the inverse's cost (cubic in the
+    columns: 5,760 columns for D2se's 640 channels took seconds per layer)."""
+    parts = np.array_split(np.arange(channels), -(-9 * channels // MAX_COLUMNS))
+    return [(np.arange(9)[:, None] * channels + part[None, :]).ravel() for part in parts]
+
+
+def compensated_kernel(kernel: np.ndarray, moments: list[list[np.ndarray]]) -> np.ndarray:
     """A (kh, kw, in/groups, out) kernel rounded on its int8 grid with error compensation;
-    `moments[g]`: group g's input patch moments, (kh*kw*in/groups) square, in the kernel's
-    (kh, kw, in) order. Each channel's largest weight stays at 127 steps."""
+    `moments[g][k]`: the second moments of group g's input patches over the columns of
+    `column_chunks(in/groups)[k]`. Each channel's largest weight stays at 127 steps."""
     kh, kw, per_group, out = kernel.shape
     groups = len(moments)
     per_out = out // groups
@@ -70,14 +81,25 @@ def compensated_kernel(kernel: np.ndarray, moments: list[np.ndarray]) -> np.ndar
     flat = kernel.reshape(kh * kw * per_group, out).astype(np.float64)
     rounded = np.empty_like(flat)
     for g in range(groups):
-        cols = slice(g * per_out, (g + 1) * per_out)
-        rounded[:, cols] = compensated_columns(flat[:, cols].T, moments[g], steps[cols]).T
+        outs = slice(g * per_out, (g + 1) * per_out)
+        for cols, chunk_moments in zip(column_chunks(per_group), moments[g], strict=True):
+            rounded[cols, outs] = compensated_columns(flat[cols, outs].T, chunk_moments, steps[outs]).T
     # Compensation may move a channel's largest weight off 127 steps; TFLite would then pick
     # another step and round again. Put it back.
     largest = np.abs(flat).argmax(axis=0)
     channels = np.arange(out)
     rounded[largest, channels] = np.sign(flat[largest, channels]) * INT8_STEPS * steps
     return rounded.reshape(kernel.shape).astype(np.float32)
+
+
+def patch_moments(patches: np.ndarray, groups: int) -> list[list[np.ndarray]]:
+    """(rows, 9 * in) patches' second moments per group and column chunk (`compensated_kernel`)."""
+    per_group = patches.reshape(len(patches), 9, groups, -1)
+    out = []
+    for g in range(groups):
+        p = per_group[:, :, g, :].reshape(len(patches), -1)
+        out.append([(p[:, cols].T @ p[:, cols]).astype(np.float64) for cols in column_chunks(per_group.shape[-1])])
+    return out
 
 
 def sampled_patches(x: np.ndarray, stride: int, pad: int, rows: int, rng: np.random.Generator) -> np.ndarray:
@@ -105,7 +127,7 @@ def round_kernels(model, calibration: np.ndarray, seed: int = 0) -> None:
     convs = [layer for layer in model.layers if block_of(layer.name, REPARAM_CONV) is not None]
     inputs = keras.Model(model.inputs, [layer.input for layer in convs])
     rng = np.random.default_rng(seed)
-    moments: list[list[np.ndarray]] = [[] for _ in convs]
+    moments: list[list[list[np.ndarray]]] = [[] for _ in convs]
     per_image = -(-MAX_ROWS // len(calibration))
     for start in range(0, len(calibration), BATCH):
         batch = calibration[start:start + BATCH]
@@ -115,13 +137,13 @@ def round_kernels(model, calibration: np.ndarray, seed: int = 0) -> None:
             x = np.asarray(x, np.float32)  # products summed in float64 below
             pad = 1 if layer.padding == "same" else 0  # stride 2 pads before, in its own layer
             patches = sampled_patches(x, layer.strides[0], pad, per_image * len(batch), rng)
-            groups = getattr(layer, "groups", 1)
-            per_group = patches.reshape(len(patches), 9, groups, -1)
-            for g in range(groups):
-                p = per_group[:, :, g, :].reshape(len(patches), -1)
-                if len(moments[i]) <= g:
-                    moments[i].append(np.zeros((p.shape[1], p.shape[1])))
-                moments[i][g] += (p.T @ p).astype(np.float64)
+            batch_moments = patch_moments(patches, getattr(layer, "groups", 1))
+            if moments[i]:
+                for total, part in zip(moments[i], batch_moments, strict=True):
+                    for k, m in enumerate(part):
+                        total[k] += m
+            else:
+                moments[i] = batch_moments
     for layer, layer_moments in zip(convs, moments, strict=True):
         kernel, *rest = layer.get_weights()
         layer.set_weights([compensated_kernel(kernel, layer_moments), *rest])

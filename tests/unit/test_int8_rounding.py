@@ -8,7 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keras_repvgg.tflite.int8_rounding import INT8_STEPS, channel_steps, compensated_kernel, sampled_patches
+from keras_repvgg.tflite.int8_rounding import (
+    INT8_STEPS,
+    channel_steps,
+    column_chunks,
+    compensated_kernel,
+    patch_moments,
+    sampled_patches,
+)
 
 CHANNELS = 16
 # Measured, seeds 0-11 x groups 1 and 2 (2026-12-01): the compensated kernel's output error
@@ -36,11 +43,6 @@ def _folded_kernel(seed: int, groups: int) -> np.ndarray:
     return kernel
 
 
-def _moments(patches: np.ndarray, groups: int) -> list[np.ndarray]:
-    per_group = patches.reshape(len(patches), 9, groups, -1)
-    return [(p := per_group[:, :, g, :].reshape(len(patches), -1)).T @ p for g in range(groups)]
-
-
 def _output_error(patches: np.ndarray, kernel: np.ndarray, rounded: np.ndarray, groups: int) -> float:
     per_group = patches.reshape(len(patches), 9, groups, -1)
     per_out = kernel.shape[-1] // groups
@@ -61,7 +63,7 @@ def test_compensated_rounding_keeps_the_grid_and_cuts_the_output_error(seed, gro
     measured = sampled_patches(features[:, :half], 1, 1, 4096, rng)
     held_out = sampled_patches(features[:, half:], 1, 1, 4096, rng)
     kernel = _folded_kernel(seed, groups)
-    rounded = compensated_kernel(kernel.astype(np.float32), _moments(measured, groups))
+    rounded = compensated_kernel(kernel.astype(np.float32), patch_moments(measured, groups))
 
     # On the converter's grid: each channel's step is its largest weight / 127, unchanged,
     # every weight a whole number of steps, the largest at 127.
@@ -89,3 +91,12 @@ def test_sampled_patches_are_the_convs_own(stride, pad):
     ours = patches @ kernel.reshape(-1, 4)
     assert len(patches) == len(direct) == 2 * oh * ow
     np.testing.assert_allclose(np.sort(ours, axis=0), np.sort(direct, axis=0), rtol=1e-12, atol=1e-12)
+
+
+def test_column_chunks_cover_every_column_once_by_input_channel():
+    assert [len(c) for c in column_chunks(192)] == [9 * 192]  # A0's widest: one chunk, exact
+    chunks = column_chunks(640)  # D2se's stage 3: three chunks of 213-214 channels
+    assert len(chunks) == 3 and all(len(c) <= 9 * 256 for c in chunks)
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(9 * 640))
+    # A chunk holds whole input channels, all 9 taps of each: (kh, kw, in) column = tap * in + channel.
+    assert all(len({int(col) % 640 for col in c}) * 9 == len(c) for c in chunks)
