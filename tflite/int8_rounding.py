@@ -120,9 +120,8 @@ def sampled_patches(x: np.ndarray, stride: int, pad: int, rows: int, rng: np.ran
 def round_kernels(model, calibration: np.ndarray, seed: int = 0) -> None:
     """Round every fused 3x3 conv (`reparam_conv`) of the deploy-form `model` in place, with
     error compensation measured on `calibration` (inputs as the model takes them)."""
-    import keras
-
     from keras_repvgg.core.layout import REPARAM_CONV, block_of
+    from keras_repvgg.models.backend import keras  # Keras 3 or tf-keras, as the model was built
 
     convs = [layer for layer in model.layers if block_of(layer.name, REPARAM_CONV) is not None]
     inputs = keras.Model(model.inputs, [layer.input for layer in convs])
