@@ -95,6 +95,9 @@ def test_each_name_gives_that_graph(train):
         assert choice == {"graph": name, "chosen_by": "named"}
         assert (kept is not None) == graph.where_it_pays
         assert _identity_ops(files[name]) == (len(kept) if kept is not None else identity_blocks if graph.keep_identity else 0)
+    # Compensated rounding changes integers only: the plain graph's ops, versions and counts.
+    assert model_ops(files["plain-compensated"]) == model_ops(files["plain"])
+    assert not np.array_equal(_logits(files["plain"], x), _logits(files["plain-compensated"], x))
     # Equalized means: the file of the equalized float model, calibrated alike.
     for keep_identity, plain, equalized in ((False, "plain", "plain-equalized"),
                                             (True, "identity-apart", "identity-apart-equalized")):

@@ -37,13 +37,17 @@ def compensated_columns(weights: np.ndarray, moments: np.ndarray, steps: np.ndar
     """(out, d) weights rounded to `steps` (one per row) column by column, each column's error
     pushed onto the later columns through the inverse of the inputs' (d, d) second moments."""
     w = weights.astype(np.float64).copy()
-    h = moments.astype(np.float64).copy()
+    h = moments.astype(np.float64)
+    h = (h + h.T) / 2  # summed in float32: symmetric only to its rounding
     dead = np.diag(h) == 0  # inputs that are always zero: their weights do not matter
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
     h[np.diag_indices_from(h)] += DAMPING * np.mean(np.diag(h))
-    # Upper Cholesky factor of the inverse: row i holds how column i's error moves the rest.
-    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    # The upper Cholesky factor of the inverse (row i: how column i's error moves the rest),
+    # without forming the inverse, whose own rounding can make it fail to factor: with the
+    # order of the columns reversed (J), J h J = L L^T, and U = J L^-1 J has U^T U = h^-1.
+    lower = np.linalg.cholesky(h[::-1, ::-1])
+    u = np.linalg.inv(lower)[::-1, ::-1]
     s = steps.astype(np.float64)[:, None]
     out = np.empty_like(w)
     d = w.shape[1]

@@ -100,3 +100,20 @@ def test_column_chunks_cover_every_column_once_by_input_channel():
     assert sorted(np.concatenate(chunks).tolist()) == list(range(9 * 640))
     # A chunk holds whole input channels, all 9 taps of each: (kh, kw, in) column = tap * in + channel.
     assert all(len({int(col) % 640 for col in c}) * 9 == len(c) for c in chunks)
+
+
+def test_ill_conditioned_inputs_still_round():
+    # At 224 px on random inputs (A0 trained on digits), one conv's moments (dead inputs, a
+    # diagonal from 0 to 1.5e6 with a median of 17, float32 sums symmetric only to 0.016) made
+    # the earlier route (the inverse, then its Cholesky factor) fail; that matrix is 24 MB, and
+    # the benchmark that met it (`--sections per_block_latency`) now runs. This smaller one is
+    # a guard on the same kinds of trouble, not a reproduction: the old route passed it too.
+    rng = np.random.default_rng(0)
+    patches = (rng.normal(size=(2048, 9 * 32)) * 10.0 ** rng.uniform(-2, 3, 9 * 32)).astype(np.float32)
+    patches[:, ::7] = 0.0
+    moments = patch_moments(np.maximum(patches, 0), 1)
+    moments[0][0] += rng.normal(0, 1e-2, moments[0][0].shape)  # not symmetric
+    kernel = _folded_kernel(0, 1)[:, :, :, :16].repeat(2, axis=2)[:, :, :32, :]
+    rounded = compensated_kernel(kernel.astype(np.float32), moments)
+    q = rounded / channel_steps(kernel).astype(np.float32)
+    assert np.all(np.isfinite(rounded)) and np.abs(q - np.round(q)).max() < 1e-3
