@@ -60,6 +60,9 @@ def load_artifact(
         return Artifact(kind, path, load_preset(path))
     if kind is ArtifactKind.KERAS_WEIGHTS:
         raise ArtifactError(f"{path}: weights alone; build the model (create_model(..., weights=PATH)) to load them")
+    from keras_repvgg.converters.sources import resolve_source
+
+    resolve_source(source)  # a missing checkpoint is said before TensorFlow is imported (seconds)
     from keras_repvgg.converters import convert_checkpoint
 
     return Artifact(kind, path, convert_checkpoint(source, arch, **convert_options).model)

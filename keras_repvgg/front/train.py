@@ -187,12 +187,12 @@ def train(
     verbosity ("auto": a progress bar on a terminal, a line an epoch otherwise).
     `callbacks`: Keras callbacks for every `fit` (TensorBoard, CSVLogger, timers).
     """
+    train_images, val_images = _images(data, validation, options)  # a bad folder is said before TensorFlow loads
     from keras_repvgg.front.pipeline import Skipped, image_dataset
     from keras_repvgg.models.io import save_model
     from keras_repvgg.models.model import clone_with_weights
     from keras_repvgg.models.reparameterization import reparameterize
 
-    train_images, val_images = _images(data, validation, options)
     description, backbone = _description(weights, arch, train_images.classes, options.input_size)
     model = _model(description, backbone, options.seed)
     p = description.preprocessing

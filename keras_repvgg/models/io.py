@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keras_repvgg.core.artifacts import ArtifactKind, kind_by_name
 from keras_repvgg.core.atomic import atomic_path
 from keras_repvgg.core.errors import KerasRepVGGError
-from keras_repvgg.models.backend import keras
+
+if TYPE_CHECKING:  # Keras (and TensorFlow, seconds) is imported once a file is there to load
+    from keras_repvgg.models.backend import keras
 
 
 def save_model(model: keras.Model, path: "str | os.PathLike[str]") -> Path:
@@ -33,6 +36,8 @@ def load_model(path: "str | os.PathLike[str]") -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise KerasRepVGGError(f"{path}: no such .keras file")
+    from keras_repvgg.models.backend import keras
+
     try:
         return keras.models.load_model(path)
     except (ValueError, OSError, TypeError) as err:  # Keras' words for a file it cannot read
