@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--predict-images", type=int, nargs="+", default=[1000, 10_000],
                         help="batch_predict: numbers of images per model kind (the first is repeated)")
+    parser.add_argument("--predict-repeats", type=int, default=3,
+                        help="batch_predict: interleaved runs of predict and of the model alone")
     parser.add_argument("--savedmodel-images", type=int, nargs="+",
                         help="batch_predict: the SavedModel's numbers, if other than --predict-images")
     parser.add_argument("--seeds", type=int, default=5, help="trained networks per figure (int8_seeds, transfer)")
@@ -98,7 +100,7 @@ def main() -> None:
         "batch_predict": lambda: batch_predict.run({
             "tflite": tuple(args.predict_images),
             "savedmodel": tuple(args.savedmodel_images or args.predict_images),
-        }, repeats=3),
+        }, repeats=args.predict_repeats),
         "backends": lambda: backends.run(args.backend_variants, threads=args.threads, repeats=args.repeats // 2),
         "training_speed": lambda: training.speed(rounds=2),
         # The defaults, and each choice they made against its alternative.

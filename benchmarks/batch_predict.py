@@ -51,7 +51,8 @@ def _models(folder: Path, size: int) -> dict[str, Path]:
 
 def run(counts: dict[str, tuple[int, ...]], repeats: int = 3, batch: int = 32, size: int = 224) -> list[dict[str, Any]]:
     """counts: per model kind, the numbers of images; the first is timed `repeats` times,
-    interleaved with the model alone on ten preloaded batches."""
+    interleaved with the model alone on one preloaded batch, run as many times as the
+    streamed run has batches."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
