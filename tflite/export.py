@@ -99,6 +99,7 @@ def export_tflite(
     input: str = "pixels",
     int8_graph: str = AUTO,
     held_out: Optional[np.ndarray] = None,
+    progress: Optional[Callable[[str], None]] = None,
 ) -> bytes:
     """Convert a Keras RepVGG model to a .tflite flatbuffer and return its bytes.
 
@@ -115,6 +116,9 @@ def export_tflite(
         records the choice and every candidate's held-out figures under "int8".
     held_out: inputs as the model takes them, to score the int8 candidates on; by default
         a fifth of `calibration` (at least 4) is held out and not calibrated on.
+    progress: called with one line ("int8 candidate 2 of 6: plain-equalized") as each
+        candidate of the int8 search starts: the search converts every candidate, which
+        takes minutes on the larger variants.
     equalize: True or False keeps only the int8 graphs with or without equalization (for a
         float export, True equalizes: the same function, other weights). The caller's model
         is never changed.
@@ -187,7 +191,7 @@ def export_tflite(
     else:
         assert held_out is not None and measure_on is not None and model_calibration is not None  # split above
         data, choice, graph_model = search(model, graphs, held_out, batch_size, convert, measure_on, float_logits,
-                                             model_calibration)
+                                             model_calibration, progress)
     identity_blocks = description.identity_blocks
     if choice is not None:
         graph_description = describe(graph_model)

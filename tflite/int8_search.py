@@ -179,12 +179,14 @@ def identity_fold_errors(model, held_out: np.ndarray, samples: int = 16) -> list
 
 
 def search(model, graphs: list[Int8Graph], held_out: np.ndarray, batch_size: int,
-           convert: Callable, measure_on: np.ndarray, float_logits: Callable, calibration: np.ndarray):
+           convert: Callable, measure_on: np.ndarray, float_logits: Callable, calibration: np.ndarray,
+           progress: Optional[Callable[[str], None]] = None):
     """Every candidate's file, scored on the held-out inputs against the float model: (the
     chosen one's bytes, the choice for the metadata, the chosen graph's Keras model).
     `held_out` is as the file takes it, `measure_on` the same inputs as the model takes them,
     `calibration` the calibration inputs as the model takes them;
-    `float_logits(keras_model, x)`: that model's logits on x, taken as the file takes them."""
+    `float_logits(keras_model, x)`: that model's logits on x, taken as the file takes them;
+    `progress(line)`, where given, as each candidate starts."""
     from keras_repvgg.models.model import describe
 
     from .runtime import TFLiteRunner, compare_logits
@@ -199,7 +201,9 @@ def search(model, graphs: list[Int8Graph], held_out: np.ndarray, batch_size: int
     reference_model = float_graph(model, False)
     reference = float_logits(reference_model, x)
     files, models, rows = {}, {}, []
-    for graph in graphs:
+    for number, graph in enumerate(graphs, 1):
+        if progress is not None:
+            progress(f"int8 candidate {number} of {len(graphs)}: {graph.name}")
         # The plain graph's model is the reference's (the training form fused, identity folded):
         # built once. Converting it changes nothing in it.
         plain = not (graph.keep_identity or graph.equalize or graph.where_it_pays or graph.compensated)

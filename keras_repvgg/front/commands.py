@@ -4,7 +4,9 @@ plumbing (stderr, signals, exit codes) live in `cli`."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from typing import Callable, Iterator, Optional
 
 from keras_repvgg.core.errors import KerasRepVGGError
 
@@ -100,8 +102,9 @@ def cmd_export_tflite(args: argparse.Namespace) -> int:
         output="logits" if args.logits else "probabilities", input="normalized" if args.normalized_input else "pixels",
         int8_graph=args.int8_graph,
     )
-    done = export_for_phone(args.model, args.output, options, args.calibration, args.arch,
-                            input_size=args.input_size, include_preprocessing=args.include_preprocessing)
+    with _status(args.terminal) as progress:
+        done = export_for_phone(args.model, args.output, options, args.calibration, args.arch, progress=progress,
+                                input_size=args.input_size, include_preprocessing=args.include_preprocessing)
     for note in done.notes:
         print(f"note: {note}")
     data, report = done.data, done.report
@@ -191,6 +194,22 @@ def cmd_export_openvino(args: argparse.Namespace) -> int:
           f"({'0-255 RGB pixels' if description.takes_pixels else 'normalized RGB'}); "
           f"out: {output_name(description.head)} float32")
     return 0
+
+
+@contextlib.contextmanager
+def _status(terminal) -> Iterator[Optional[Callable[[str], None]]]:
+    """On the terminal, a spinner line that each call replaces (the int8 search's candidate,
+    with the time it has run: B1g4's takes minutes); elsewhere nothing."""
+    if terminal is None:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=Console(file=terminal), transient=True) as bar:
+        task = bar.add_task("exporting", total=None)
+        yield lambda line: bar.update(task, description=line)
 
 
 def _progress(records, terminal):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -117,10 +117,12 @@ def calibration_images(
 
 def export_for_phone(source: "str | os.PathLike[str]", output: "str | os.PathLike[str]",
                      options: ExportOptions = ExportOptions(), calibration: "str | os.PathLike[str] | None" = None,
-                     arch: Optional[str] = None, **convert_options: Any) -> PhoneExport:
+                     arch: Optional[str] = None, progress: Optional[Callable[[str], None]] = None,
+                     **convert_options: Any) -> PhoneExport:
     """Load `source`, export it to `output` (atomically) with `options`, calibrating int8 on
     the images of the folder `calibration`, and measure the file against the Keras model on
-    the held-out inputs. `convert_options`: `convert_checkpoint`'s (input_size, ...)."""
+    the held-out inputs. `progress`: `export_tflite`'s (a line as each int8 candidate starts).
+    `convert_options`: `convert_checkpoint`'s (input_size, ...)."""
     from keras_repvgg.tflite import evaluate_tflite, export_tflite, write_tflite
 
     model, notes = load_for_export(source, options.quantization, arch, **convert_options)
@@ -128,6 +130,6 @@ def export_for_phone(source: "str | os.PathLike[str]", output: "str | os.PathLik
     notes = [*notes, *calibration_notes]
     data = export_tflite(model, calibration=calibration_set,
                          held_out=held_out if calibration_set is not None else None,
-                         **dataclasses.asdict(options))
+                         progress=progress, **dataclasses.asdict(options))
     path = write_tflite(data, output)
     return PhoneExport(path, data, model, held_out, evaluate_tflite(data, model, held_out), notes)
