@@ -109,13 +109,15 @@ def test_each_name_gives_that_graph(train):
 
 def test_held_out_inputs_and_equalize_narrow_the_search(train, fused):
     lines: list[str] = []
-    data = export_tflite(fused, "int8", calibration=random_images(16, SIZE, seed=1),
-                         held_out=random_images(5, SIZE, seed=2), progress=lines.append, **AS_THE_MODEL)
+    inputs = {"calibration": random_images(16, SIZE, seed=1), "held_out": random_images(5, SIZE, seed=2)}
+    data = export_tflite(fused, "int8", progress=lines.append, **inputs, **AS_THE_MODEL)
     choice = read_metadata(data)["int8"]
     assert [r["graph"] for r in choice["candidates"]] == ["plain", "plain-equalized", "plain-compensated"]
     assert lines == ["int8 candidate 1 of 3: plain", "int8 candidate 2 of 3: plain-equalized",
                      "int8 candidate 3 of 3: plain-compensated"]  # one line as each starts, in order
     assert choice["held_out_samples"] == 5  # all given, none taken from the calibration
+    # Converted in worker processes (A0 converts in this one by default), the same file.
+    assert export_tflite(fused, "int8", int8_workers=3, **inputs, **AS_THE_MODEL) == data
     data = export_tflite(train, "int8", calibration=random_images(20, SIZE, seed=1), equalize=False, **AS_THE_MODEL)
     graphs = [r["graph"] for r in read_metadata(data)["int8"]["candidates"]]
     assert graphs == ["plain", "plain-compensated", "identity-where-it-pays", "identity-apart"]

@@ -20,6 +20,7 @@ from keras_repvgg.core.errors import ExportError, HeadNotExportableError
 from keras_repvgg.core.heads import output_name
 from keras_repvgg.core.transform import denormalize
 
+from .conversion_worker import ServingOptions, Workers, worker_count
 from .files import attach_files
 from .int8_graphs import AUTO, Int8Graph
 from .int8_search import (
@@ -100,6 +101,7 @@ def export_tflite(
     int8_graph: str = AUTO,
     held_out: Optional[np.ndarray] = None,
     progress: Optional[Callable[[str], None]] = None,
+    int8_workers: Optional[int] = None,
 ) -> bytes:
     """Convert a Keras RepVGG model to a .tflite flatbuffer and return its bytes.
 
@@ -119,6 +121,11 @@ def export_tflite(
     progress: called with one line ("int8 candidate 2 of 6: plain-equalized") as each
         candidate of the int8 search starts: the search converts every candidate, which
         takes minutes on the larger variants.
+    int8_workers: how many of the search's candidates convert at once, each in a process
+        of its own (`conversion_worker`); 1: one after another, in this process. By default
+        the first converts here and, where it took long enough for a worker's 25 s start to
+        pay, the rest go to one worker per usable core (as many as the memory holds). The
+        file is the same either way.
     equalize: True or False keeps only the int8 graphs with or without equalization (for a
         float export, True equalizes: the same function, other weights). The caller's model
         is never changed.
@@ -190,8 +197,14 @@ def export_tflite(
         choice = {"graph": graphs[0].name, "chosen_by": "named" if int8_graph != AUTO else "the only candidate"}
     else:
         assert held_out is not None and measure_on is not None and model_calibration is not None  # split above
-        data, choice, graph_model = search(model, graphs, held_out, batch_size, convert, measure_on, float_logits,
-                                             model_calibration, progress)
+        assert calibration is not None
+        # What `convert` does for an int8 candidate, for the worker processes to do the same.
+        options = ServingOptions(batch_size, False, normalize, softmax, "int8", io_dtype)
+        count = worker_count(model.count_params(), len(graphs), int8_workers)
+        with Workers(count, lambda graph_model: convert(graph_model, "int8"), options, calibration,
+                     adaptive=int8_workers is None) as workers:
+            data, choice, graph_model = search(model, graphs, held_out, batch_size, workers.submit, measure_on,
+                                                 float_logits, model_calibration, progress)
     identity_blocks = description.identity_blocks
     if choice is not None:
         graph_description = describe(graph_model)

@@ -7,7 +7,7 @@ runs the candidates, so it needs TensorFlow (when called).
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from .int8_graphs import (
     identity_blocks_to_keep,
     tolerated_error,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 MIN_CALIBRATION_SAMPLES = 16
 
@@ -179,12 +182,14 @@ def identity_fold_errors(model, held_out: np.ndarray, samples: int = 16) -> list
 
 
 def search(model, graphs: list[Int8Graph], held_out: np.ndarray, batch_size: int,
-           convert: Callable, measure_on: np.ndarray, float_logits: Callable, calibration: np.ndarray,
-           progress: Optional[Callable[[str], None]] = None):
+           convert: Callable[[Any], "Future[bytes]"], measure_on: np.ndarray, float_logits: Callable,
+           calibration: np.ndarray, progress: Optional[Callable[[str], None]] = None):
     """Every candidate's file, scored on the held-out inputs against the float model: (the
     chosen one's bytes, the choice for the metadata, the chosen graph's Keras model).
     `held_out` is as the file takes it, `measure_on` the same inputs as the model takes them,
     `calibration` the calibration inputs as the model takes them;
+    `convert(keras_model)`: a future of its int8 file (`conversion_worker.Workers.submit`:
+    converted here at once, or in a worker process while the next candidate is built);
     `float_logits(keras_model, x)`: that model's logits on x, taken as the file takes them;
     `progress(line)`, where given, as each candidate starts."""
     from keras_repvgg.models.model import describe
@@ -200,7 +205,7 @@ def search(model, graphs: list[Int8Graph], held_out: np.ndarray, batch_size: int
     # conversion per search.)
     reference_model = float_graph(model, False)
     reference = float_logits(reference_model, x)
-    files, models, rows = {}, {}, []
+    pending, models, rows = {}, {}, []
     for number, graph in enumerate(graphs, 1):
         if progress is not None:
             progress(f"int8 candidate {number} of {len(graphs)}: {graph.name}")
@@ -208,7 +213,9 @@ def search(model, graphs: list[Int8Graph], held_out: np.ndarray, batch_size: int
         # built once. Converting it changes nothing in it.
         plain = not (graph.keep_identity or graph.equalize or graph.where_it_pays or graph.compensated)
         models[graph.name] = reference_model if plain else int8_graph_model(model, graph, measure_on, calibration)
-        files[graph.name] = convert(models[graph.name], "int8")
+        pending[graph.name] = convert(models[graph.name])
+    files = {name: future.result() for name, future in pending.items()}
+    for graph in graphs:
         scores = compare_logits(TFLiteRunner(files[graph.name], before_softmax=True)(x), reference)
         rows.append({"graph": graph.name, "rel_l2": round(scores["rel_l2"], 5),
                      "top1_agreement": round(scores["top1_agreement"], 4), "speed_rank": graph.speed_rank})

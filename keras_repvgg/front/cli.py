@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-graph", choices=choices["int8_graph"], default="auto",
                    help="int8: the graph to make; auto scores every candidate on the held-out images "
                         "and keeps the fastest within the tolerance of the best")
+    p.add_argument("--int8-workers", type=int, metavar="N",
+                   help="int8 auto: candidates converted at once, each in a process of its own "
+                        "(default: one per core, once the first conversion shows that a worker pays)")
     p.add_argument("--normalized-input", action="store_true",
                    help="take normalized input, as the model does (default: 0-255 RGB, normalized inside)")
     p.add_argument("--logits", action="store_true",

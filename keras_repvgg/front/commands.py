@@ -100,7 +100,7 @@ def cmd_export_tflite(args: argparse.Namespace) -> int:
     options = ExportOptions(
         args.quantization, args.io_dtype, args.batch_size, equalize=False if args.no_equalize else None,
         output="logits" if args.logits else "probabilities", input="normalized" if args.normalized_input else "pixels",
-        int8_graph=args.int8_graph,
+        int8_graph=args.int8_graph, int8_workers=args.int8_workers,
     )
     with _status(args.terminal) as progress:
         done = export_for_phone(args.model, args.output, options, args.calibration, args.arch, progress=progress,

@@ -29,6 +29,7 @@ class ExportOptions:
     output: str = "probabilities"
     input: str = "pixels"
     int8_graph: str = "auto"
+    int8_workers: Optional[int] = None  # the search's conversions at once (export_tflite's)
 
     @staticmethod
     def choices() -> dict[str, tuple[str, ...]]:
