@@ -18,7 +18,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = ("conversion", "reparam", "latency", "tflite", "serving", "peers", "int8_accuracy", "int8_seeds",
             "per_block_latency", "tflite_routes", "transfer", "batch_predict", "backends", "training_speed",
             "training_accuracy", "grouped",
-            "onnx")
+            "onnx", "int8_workers")
 
 
 def _threads(n: int) -> None:
@@ -47,6 +47,7 @@ def main() -> None:
         batch_predict,
         conversion,
         grouped,
+        int8_workers,
         latency,
         onnx_runtime,
         peers,
@@ -67,6 +68,9 @@ def main() -> None:
     parser.add_argument("--backend-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
     parser.add_argument("--grouped-variants", nargs="+", default=["repvgg_a0", "repvgg_b0", "repvgg_b1g4", "repvgg_b2g4"])
     parser.add_argument("--onnx-variants", nargs="+", default=["repvgg_a0", "repvgg_b1g4"])
+    parser.add_argument("--workers-variants", nargs="+", default=["repvgg_b1g4"])
+    parser.add_argument("--workers-repeats", type=int, default=1,
+                        help="int8_workers: interleaved pairs of searches (about 16 minutes a pair for B1g4)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
@@ -106,6 +110,7 @@ def main() -> None:
         # The defaults, and each choice they made against its alternative.
         "training_accuracy": lambda: [training.accuracy(args.seeds), training.accuracy(args.seeds, warmup_epochs=0)],
         "grouped": lambda: grouped.run(args.grouped_variants, repeats=args.repeats // 2),
+        "int8_workers": lambda: int8_workers.run(args.workers_variants, repeats=args.workers_repeats),
         "onnx": lambda: onnx_runtime.run(args.onnx_variants, threads=args.threads, repeats=args.repeats),
     }
     for section in args.sections:

@@ -54,15 +54,15 @@ def run(variants: list[str], size: int = 224, repeats: int = 20) -> list[dict[st
 
 
 def routes(variants: list[str], size: int = 224, rounds: int = 3) -> list[dict[str, Any]]:
-    """The two conversion routes `export._converter` chooses between, on the same models in
+    """The two conversion routes `conversion._converter` chooses between, on the same models in
     interleaved rounds (medians): `from_keras_model`'s SavedModel round trip against the
     graph traced and frozen in memory; and whether their files compute the same. int8: the
     identity-apart graph from the training form, one conversion."""
     import statistics
 
-    from keras_repvgg.tflite import TFLiteRunner, export, export_tflite
+    from keras_repvgg.tflite import TFLiteRunner, conversion, export_tflite
 
-    chosen = export.FROZEN_MAX_PARAMETERS
+    chosen = conversion.FROZEN_MAX_PARAMETERS
     rng = np.random.default_rng(0)
     calibration = rng.standard_normal((24, size, size, 3)).astype(np.float32)
     rows = []
@@ -75,7 +75,7 @@ def routes(variants: list[str], size: int = 224, rounds: int = 3) -> list[dict[s
             outputs: dict[tuple[str, str], np.ndarray] = {}
             for _ in range(rounds):
                 for route, limit in (("savedmodel", 0), ("frozen", 10**12)):
-                    export.FROZEN_MAX_PARAMETERS = limit
+                    conversion.FROZEN_MAX_PARAMETERS = limit
                     for mode, model in sources.items():
                         start = time.perf_counter()
                         # One int8 graph, named: the automatic choice would convert five.
@@ -96,5 +96,5 @@ def routes(variants: list[str], size: int = 224, rounds: int = 3) -> list[dict[s
                 })
                 print(rows[-1], flush=True)
     finally:
-        export.FROZEN_MAX_PARAMETERS = chosen
+        conversion.FROZEN_MAX_PARAMETERS = chosen
     return rows

@@ -6,7 +6,8 @@ after the other. B1g4's candidates take about 55 s each at 224 px on a 2-core EP
 grouped convolutions run TFLite's reference kernel when calibrating: 1.7 s an image, against
 0.25 s with XNNPACK). So the search can hand each finished candidate to a fresh process: its
 Keras model as a `.keras` file, its calibration inputs as a `.npy` file, and the serving
-options; the process converts it with the same `export._convert` and writes the bytes back.
+options; the process converts it with the same `conversion.convert_serving_model` and writes
+the bytes back.
 The file is the same byte for byte.
 
 A worker first spends about `WORKER_START_SECONDS` importing TensorFlow and loading the
@@ -44,7 +45,7 @@ MODEL_FILE, CALIBRATION_FILE, OPTIONS_FILE, OUTPUT_FILE = "model.keras", "calibr
 
 @dataclass(frozen=True)
 class ServingOptions:
-    """What `export._serving_model` and `export._convert` take besides the model and the data."""
+    """What `conversion.serving_model` and `conversion.convert_serving_model` take besides the model and the data."""
 
     batch_size: int
     uint8_pixels: bool
@@ -138,13 +139,13 @@ def worker_count(parameters: int, candidates: int, requested: Optional[int] = No
 def main(folder: str) -> None:
     from keras_repvgg.models.io import load_model
 
-    from .export import _convert, _serving_model
+    from .conversion import convert_serving_model, serving_model
 
     job = Path(folder)
     options = ServingOptions(**json.loads((job / OPTIONS_FILE).read_text()))
     model = load_model(job / MODEL_FILE)
-    serving = _serving_model(model, options.batch_size, options.uint8_pixels, options.normalize, options.softmax)
-    data = _convert(serving, options.mode, np.load(job / CALIBRATION_FILE), options.io_dtype)
+    serving = serving_model(model, options.batch_size, options.uint8_pixels, options.normalize, options.softmax)
+    data = convert_serving_model(serving, options.mode, np.load(job / CALIBRATION_FILE), options.io_dtype)
     (job / OUTPUT_FILE).write_bytes(data)
 
 
